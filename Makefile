@@ -1,0 +1,44 @@
+# Two commands on a fresh machine: `make book` and `make test`.
+# Both bootstrap .venv from requirements.txt and install the companion (editable);
+# the bootstrap re-runs only when requirements.txt or pyproject.toml changed.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PATH := $(abspath $(BIN)):$(PATH)
+export PYTHONUNBUFFERED := 1
+# The website: chapters executed in the profile given (default: full on CUDA, quick elsewhere).
+BOOK_PROFILE ?= $(TLBOOK_PROFILE)
+
+.PHONY: setup book test unit notebooks bench clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+# Executed chapters are cached by content; a build in another profile must not reuse them.
+book: $(STAMP)
+	@profile="$${BOOK_PROFILE:-default}"; mkdir -p _build; \
+	if [ "$$(cat _build/.profile 2>/dev/null)" != "$$profile" ]; then rm -rf _build/.jupyter_cache _build/jupyter_execute; fi; \
+	echo "$$profile" > _build/.profile
+	TLBOOK_PROFILE=$(BOOK_PROFILE) $(BIN)/jupyter-book build . -W -n --keep-going
+	@echo "website: $(abspath _build/html/index.html)"
+
+test: $(STAMP)
+	$(BIN)/python tests/chapters_to_notebooks.py _build/nbval
+	TLBOOK_PROFILE=smoke $(BIN)/python -m pytest tests _build/nbval --nbval-lax --nbval-current-env -p no:cacheprovider -m "not gpu" -rs
+
+unit: $(STAMP)
+	TLBOOK_PROFILE=smoke $(BIN)/python -m pytest tests -m "not gpu" -rs
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf _build .pytest_cache

@@ -1,0 +1,24 @@
+"""Companion package of the book *Transfer learning for image classification*.
+
+Modules, one job each: :mod:`~companion.profiles`, :mod:`~companion.device`,
+:mod:`~companion.provenance`, :mod:`~companion.cnn_math`, :mod:`~companion.models`,
+:mod:`~companion.data`, :mod:`~companion.transfer`, :mod:`~companion.train`,
+:mod:`~companion.plots`, :mod:`~companion.cli`.
+"""
+
+from . import data, device, errors, models, profiles, provenance, train, transfer  # noqa: F401
+from .profiles import get_profile  # noqa: F401
+
+__version__ = "0.1.0"
+
+
+def start_chapter(seed: int = 0):
+    """What every chapter runs first: seed everything, print profile, device and versions.
+
+    Returns ``(profile, device)``.
+    """
+    profile = profiles.get_profile()
+    dev = device.choose_device()
+    device.seed_everything(seed)
+    print(provenance.header(profile, dev))
+    return profile, dev

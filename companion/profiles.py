@@ -1,0 +1,96 @@
+"""Execution profiles: how big every experiment in the book is.
+
+``TLBOOK_PROFILE`` selects one of ``smoke`` (CI, seconds per chapter), ``quick``
+(a laptop CPU, minutes per chapter) and ``full`` (a GPU, full datasets). Unset, the
+profile is ``full`` on a CUDA machine and ``quick`` elsewhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from .errors import ProfileError
+
+ENV_VAR = "TLBOOK_PROFILE"
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """Sizes of one execution profile.
+
+    ``None`` for a per-class count means "all images of the split".
+    """
+
+    name: str
+    train_per_class: int | None
+    test_per_class: int | None
+    epochs: int
+    image_size: int
+    batch_size: int
+    label_budgets: tuple[int, ...]
+    description: str
+
+    def __str__(self) -> str:
+        per = lambda n: "all" if n is None else str(n)  # noqa: E731
+        return (
+            f"profile {self.name!r}: {per(self.train_per_class)} train / {per(self.test_per_class)} test "
+            f"images per class, {self.epochs} epochs, {self.image_size} px, batch {self.batch_size}"
+        )
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke",
+        train_per_class=20,
+        test_per_class=20,
+        epochs=3,
+        image_size=64,
+        batch_size=50,
+        label_budgets=(5, 20),
+        description="CI and nbval: tiny real subsets, each chapter well under a minute on 2 CPU cores",
+    ),
+    "quick": Profile(
+        name="quick",
+        train_per_class=300,
+        test_per_class=100,
+        epochs=6,
+        image_size=128,
+        batch_size=64,
+        label_budgets=(10, 50, 300),
+        description="a laptop CPU: real subsets, minutes per chapter, the effects each chapter claims",
+    ),
+    "full": Profile(
+        name="full",
+        train_per_class=None,
+        test_per_class=None,
+        epochs=15,
+        image_size=224,
+        batch_size=128,
+        label_budgets=(10, 50, 200, 1000),
+        description="a GPU: full datasets at full resolution",
+    ),
+}
+
+
+def _default_name() -> str:
+    import torch
+
+    return "full" if torch.cuda.is_available() else "quick"
+
+
+def get_profile(name: str | None = None) -> Profile:
+    """Return the profile ``name``, else the one ``TLBOOK_PROFILE`` names, else the default.
+
+    Raises:
+        ProfileError: the name is not one of ``smoke``, ``quick``, ``full``.
+    """
+    chosen = name or os.environ.get(ENV_VAR) or _default_name()
+    key = chosen.strip().lower()
+    if key not in PROFILES:
+        source = "argument" if name else f"environment variable {ENV_VAR}"
+        raise ProfileError(
+            f"unknown profile {chosen!r} (from the {source}); choose one of "
+            f"{', '.join(PROFILES)}, e.g. `export {ENV_VAR}=quick`"
+        )
+    return PROFILES[key]

@@ -1,0 +1,52 @@
+"""What each chapter actually used: profile, device, and the source of every dataset and weight file.
+
+Loaders in :mod:`companion.data` and :mod:`companion.models` record here where their data
+and weights came from; a chapter prints :func:`report` so a reader always sees whether a
+result came from the real thing or from an announced stand-in.
+"""
+
+from __future__ import annotations
+
+import platform
+
+import torch
+
+_SOURCES: dict[str, str] = {}
+
+
+def record(kind: str, name: str, source: str) -> None:
+    """Remember that ``name`` (a dataset or weight file, per ``kind``) came from ``source``."""
+    key = f"{kind} {name}"
+    if _SOURCES.get(key) != source:
+        _SOURCES[key] = source
+        print(f"[{kind}] {name}: {source}")
+
+
+def sources() -> dict[str, str]:
+    """Every source recorded so far in this process, ``{"<kind> <name>": source}``."""
+    return dict(_SOURCES)
+
+
+def header(profile=None, device: torch.device | None = None) -> str:
+    """The lines a chapter prints first: profile, device and library versions."""
+    from . import device as device_mod
+    from .profiles import get_profile
+
+    profile = profile or get_profile()
+    device = device or device_mod.choose_device()
+    import torchvision
+
+    return "\n".join(
+        [
+            f"profile : {profile} ({profile.description})",
+            f"device  : {device_mod.describe(device)}",
+            f"software: python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}",
+        ]
+    )
+
+
+def report() -> str:
+    """All recorded sources as printable lines."""
+    if not _SOURCES:
+        return "sources : none recorded yet"
+    return "\n".join(f"  {key}: {value}" for key, value in _SOURCES.items())

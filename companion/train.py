@@ -1,0 +1,364 @@
+"""Training and evaluation: ``fit``, ``evaluate``, ``predict`` and atomic, safe checkpoints.
+
+``fit`` is one plain loop in the style of torchvision's ``references/classification``:
+progress bars (tqdm), a per-epoch history, optional early stopping, mixed precision on CUDA,
+a checkpoint after every epoch (written atomically) and ``resume=True`` to continue an
+interrupted run to the same result.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import device as dev
+from .errors import CheckpointError, TrainingDivergedError
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def _progress_enabled(progress: bool | None) -> bool:
+    if progress is not None:
+        return progress
+    return os.environ.get("TLBOOK_PROGRESS", "1") != "0"
+
+
+def keep_frozen_batchnorm_in_eval(model: nn.Module) -> None:
+    """Put every batch-norm layer whose parameters are all frozen into eval mode.
+
+    ``model.train()`` switches batch-norm layers to batch statistics and updates their running
+    means, even when their weights are frozen: a frozen backbone would then drift away from the
+    statistics it was trained with (the most reported fine-tuning bug). ``fit`` calls this after
+    every ``model.train()``.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            params = list(m.parameters(recurse=False))
+            if params and not any(p.requires_grad for p in params):
+                m.eval()
+
+
+def _forward_batches(
+    model: nn.Module, loader: Iterable[Batch], preprocess: Callable | None, device: torch.device,
+    desc: str, progress: bool | None,
+):
+    """Yield ``(outputs, labels)`` for every batch, in inference mode."""
+    model.eval()
+    if isinstance(preprocess, nn.Module):
+        preprocess.to(device).eval()
+    bar = tqdm(loader, desc=desc, leave=False, disable=not _progress_enabled(progress))
+    with torch.inference_mode(), dev.autocast(device):
+        for x, y in bar:
+            x, y = dev.to_device(x, device), y.to(device, non_blocking=True)
+            if preprocess is not None:
+                x = preprocess(x)
+            yield model(x).float(), y
+
+
+def _model_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def evaluate(
+    model: nn.Module, loader: Iterable[Batch], *, preprocess: Callable | None = None,
+    device: torch.device | str | None = None, loss_fn: Callable | None = None, progress: bool | None = False,
+) -> dict[str, float]:
+    """Accuracy and mean cross-entropy of ``model`` over ``loader`` (always in eval mode).
+
+    Args:
+        loader: yields ``(images (B, C, H, W), labels (B,))``.
+        preprocess: applied to each image batch on the device (e.g. :class:`companion.data.BatchTransform`).
+        device: where to run; default: where the model's parameters are.
+
+    Returns:
+        ``{"accuracy": 0..1, "loss": float, "n": int}``.
+    """
+    device = _model_device(model, device)
+    loss_fn = loss_fn or nn.CrossEntropyLoss(reduction="sum")
+    total, correct, loss_sum = 0, 0, 0.0
+    for out, y in _forward_batches(model, loader, preprocess, device, "eval", progress):
+        loss_sum += float(loss_fn(out, y))
+        correct += int((out.argmax(1) == y).sum())
+        total += len(y)
+    if total == 0:
+        raise ValueError("evaluate() got an empty loader")
+    return {"accuracy": correct / total, "loss": loss_sum / total, "n": total}
+
+
+def predict(
+    model: nn.Module, loader: Iterable[Batch], *, preprocess: Callable | None = None,
+    device: torch.device | str | None = None, progress: bool | None = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class probabilities ``(N, K)`` and true labels ``(N,)`` for a whole loader, on the CPU."""
+    device = _model_device(model, device)
+    probs, labels = [], []
+    for out, y in _forward_batches(model, loader, preprocess, device, "predict", progress):
+        probs.append(out.softmax(1).cpu())
+        labels.append(y.cpu())
+    return torch.cat(probs), torch.cat(labels)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, **state) -> Path:
+    """Write ``{"model": model.state_dict(), **state}`` to ``path`` atomically.
+
+    The file is written to a temporary file in the same folder, flushed to disk and renamed
+    over ``path``: a crash or a full disk never leaves a half-written checkpoint, and the
+    previous checkpoint survives until the new one is complete. ``state`` may hold tensors,
+    numbers, strings and lists/dicts of them (what ``weights_only`` loading accepts).
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise CheckpointError(f"cannot write a checkpoint in {path.parent}: {exc}. Fix: choose a writable output folder") from exc
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"model": model.state_dict(), **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise CheckpointError(
+                f"writing checkpoint {path} failed ({exc}); the previous checkpoint, if any, is intact. "
+                f"Fix: free disk space or choose another output folder"
+            ) from exc
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, model: nn.Module | None = None, *, strict: bool = True) -> dict:
+    """Load a checkpoint written by :func:`save_checkpoint` with ``weights_only=True`` (a file that
+    holds anything but tensors and plain containers is refused: loading a pickle runs code).
+
+    Given ``model``, its weights are loaded; an architecture or class-count mismatch raises
+    :class:`CheckpointError` naming the tensors that differ.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"refused to load {path}: it holds objects other than tensors and plain containers, and "
+            f"unpickling them could run arbitrary code ({str(exc).splitlines()[0]}). Only load files you trust, "
+            f"and re-save them as a plain state dict."
+        ) from exc
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({exc})") from exc
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise CheckpointError(f"{path} is not a companion checkpoint (no 'model' entry)")
+    if model is not None:
+        load_weights(model, ckpt["model"], strict=strict, what=str(path))
+    return ckpt
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], *, strict: bool = True, what: str = "state dict") -> None:
+    """``model.load_state_dict(state)`` with an error that names what does not fit and how to fix it."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in own.items() if k in state and state[k].shape != v.shape]
+    if shapes:
+        k, theirs, ours = shapes[0]
+        hint = ""
+        if len(theirs) in (1, 2) and len(ours) == len(theirs) and theirs[1:] == ours[1:]:
+            hint = (f" It looks like a class-count mismatch: the checkpoint has {theirs[0]} classes, the model "
+                    f"{ours[0]}. Fix: create the model with num_classes={theirs[0]}, or leave the head out "
+                    f"(companion.transfer.transferable_state).")
+        raise CheckpointError(
+            f"{what} does not fit the model: {len(shapes)} tensors differ in shape, first {k}: "
+            f"{theirs} in the checkpoint vs {ours} in the model.{hint}"
+        )
+    if strict and (missing or unexpected):
+        raise CheckpointError(
+            f"{what} is for a different architecture: {len(missing)} tensors missing (e.g. {missing[:3]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}). Fix: build the same architecture as "
+            f"when it was saved, or load with strict=False."
+        )
+    model.load_state_dict(state, strict=strict)
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+def _loader_generator(loader) -> torch.Generator | None:
+    return getattr(loader, "generator", None)
+
+
+def fit(
+    model: nn.Module,
+    train_loader: Iterable[Batch],
+    val_loader: Iterable[Batch] | None = None,
+    *,
+    epochs: int,
+    lr: float = 1e-3,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    preprocess: Callable | None = None,
+    device: torch.device | str | None = None,
+    loss_fn: Callable | None = None,
+    early_stopping: int | None = None,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    amp: bool = True,
+    progress: bool | None = None,
+    verbose: bool = True,
+    epoch_end: Callable[[int, nn.Module, torch.optim.Optimizer], None] | None = None,
+) -> list[dict[str, float]]:
+    """Train ``model`` for ``epochs`` epochs and return the per-epoch history.
+
+    Args:
+        train_loader, val_loader: yield ``(images (B, C, H, W), labels (B,))``.
+        optimizer: default AdamW over the trainable parameters with learning rate ``lr``.
+        scheduler: stepped once per epoch.
+        preprocess: batch transform applied on the device; put in train mode for training
+            batches (augmentation) and eval mode for validation.
+        early_stopping: stop when validation loss has not improved for this many epochs and
+            restore the best weights.
+        checkpoint: file to write after every epoch (atomic); with ``resume=True`` an existing
+            one is loaded and training continues after its last epoch.
+        amp: mixed precision on CUDA (bf16, or fp16 with loss scaling).
+        epoch_end: called as ``epoch_end(epoch, model, optimizer)`` after each epoch (e.g.
+            gradual unfreezing).
+
+    Returns:
+        One dict per epoch: ``epoch``, ``train_loss``, ``train_accuracy``, ``val_loss``,
+        ``val_accuracy`` (with a validation loader), ``lr``, ``seconds``.
+
+    Raises:
+        TrainingDivergedError: the loss became NaN or infinite (the last checkpoint is kept).
+    """
+    device = torch.device(device) if device is not None else dev.choose_device()
+    model = dev.prepare_model(model, device)
+    if preprocess is not None and isinstance(preprocess, nn.Module):
+        preprocess.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("fit() got a model with no trainable parameters: unfreeze something first")
+    optimizer = optimizer or torch.optim.AdamW(params, lr=lr)
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    use_amp = amp and dev.amp_dtype(device) is not None
+    scaler = torch.amp.GradScaler(device.type) if use_amp and dev.needs_grad_scaler(device) else None
+
+    history: list[dict[str, float]] = []
+    start_epoch = 0
+    best = (math.inf, None)
+    if checkpoint is not None and resume and Path(checkpoint).exists():
+        ckpt = load_checkpoint(checkpoint, model)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if scheduler is not None and "scheduler" in ckpt:
+            scheduler.load_state_dict(ckpt["scheduler"])
+        if scaler is not None and "scaler" in ckpt:
+            scaler.load_state_dict(ckpt["scaler"])
+        history = list(ckpt.get("history", []))
+        start_epoch = int(ckpt["epoch"]) + 1
+        torch.set_rng_state(ckpt["torch_rng"])
+        gen = _loader_generator(train_loader)
+        if gen is not None and "loader_rng" in ckpt:
+            gen.set_state(ckpt["loader_rng"])
+        if verbose:
+            print(f"resumed from {checkpoint} after epoch {start_epoch}")
+
+    stale = 0
+    for epoch in range(start_epoch, epochs):
+        t0 = time.perf_counter()
+        model.train()
+        keep_frozen_batchnorm_in_eval(model)
+        if isinstance(preprocess, nn.Module):
+            preprocess.train()
+        seen, correct, loss_sum = 0, 0, 0.0
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not _progress_enabled(progress))
+        for step, (x, y) in enumerate(bar):
+            x, y = dev.to_device(x, device), y.to(device, non_blocking=True)
+            if preprocess is not None:
+                x = preprocess(x)
+            with dev.autocast(device, use_amp):
+                out = model(x)
+                loss = loss_fn(out.float(), y)
+            if not torch.isfinite(loss):
+                kept = f"; the last good checkpoint is {checkpoint}" if checkpoint and Path(checkpoint).exists() else ""
+                raise TrainingDivergedError(
+                    f"loss became {loss.item()} at epoch {epoch + 1}, batch {step + 1}{kept}. "
+                    f"Fix: lower the learning rate (now {optimizer.param_groups[0]['lr']:.2g}), check the inputs for "
+                    f"NaNs, or keep mixed precision off (amp=False)."
+                )
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            n = len(y)
+            seen += n
+            loss_sum += float(loss.detach()) * n
+            correct += int((out.detach().argmax(1) == y).sum())
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / max(seen, 1),
+            "train_accuracy": correct / max(seen, 1),
+            "lr": optimizer.param_groups[0]["lr"],
+        }
+        if scheduler is not None:
+            scheduler.step()
+        if val_loader is not None:
+            val = evaluate(model, val_loader, preprocess=preprocess, device=device)
+            record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+        record["seconds"] = time.perf_counter() - t0
+        history.append(record)
+        if verbose:
+            print(
+                f"epoch {epoch + 1:>3}/{epochs}  train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.3f}"
+                + (f"  val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.3f}" if val_loader is not None else "")
+                + f"  {record['seconds']:.1f}s"
+            )
+        if epoch_end is not None:
+            epoch_end(epoch, model, optimizer)
+        if checkpoint is not None:
+            extra = {"scheduler": scheduler.state_dict()} if scheduler is not None else {}
+            if scaler is not None:
+                extra["scaler"] = scaler.state_dict()
+            gen = _loader_generator(train_loader)
+            if gen is not None:
+                extra["loader_rng"] = gen.get_state()
+            save_checkpoint(
+                checkpoint, model, optimizer=optimizer.state_dict(), epoch=epoch, history=history,
+                torch_rng=torch.get_rng_state(), **extra,
+            )
+        if early_stopping is not None and val_loader is not None:
+            if record["val_loss"] < best[0]:
+                best = (record["val_loss"], {k: v.detach().clone() for k, v in model.state_dict().items()})
+                stale = 0
+            else:
+                stale += 1
+                if stale >= early_stopping:
+                    if verbose:
+                        print(f"early stopping after epoch {epoch + 1}: no better validation loss for {stale} epochs")
+                    break
+    if best[1] is not None:
+        model.load_state_dict(best[1])
+    return history

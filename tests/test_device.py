@@ -1,0 +1,37 @@
+import torch
+
+from companion import device
+
+
+def test_choose_device_order(monkeypatch):
+    monkeypatch.delenv("TLBOOK_DEVICE", raising=False)
+    d = device.choose_device()
+    if torch.cuda.is_available():
+        assert d.type == "cuda"
+    else:
+        assert d.type in ("mps", "cpu")
+
+
+def test_choose_device_override(monkeypatch):
+    monkeypatch.setenv("TLBOOK_DEVICE", "cpu")
+    assert device.choose_device() == torch.device("cpu")
+    assert device.choose_device("cpu").type == "cpu"
+
+
+def test_amp_policy_cpu_is_fp32():
+    cpu = torch.device("cpu")
+    assert device.amp_dtype(cpu) is None
+    assert not device.needs_grad_scaler(cpu)
+    with device.autocast(cpu):
+        assert torch.ones(2, 2).matmul(torch.ones(2, 2)).dtype == torch.float32
+
+
+def test_seed_everything_repeats():
+    device.seed_everything(3)
+    a = torch.randn(5)
+    device.seed_everything(3)
+    assert torch.equal(a, torch.randn(5))
+
+
+def test_default_workers_nonnegative():
+    assert device.default_num_workers() >= 0

@@ -1,0 +1,37 @@
+import pytest
+
+from companion import profiles
+from companion.errors import ProfileError
+
+
+def test_env_selects_profile(monkeypatch):
+    monkeypatch.setenv("TLBOOK_PROFILE", "quick")
+    assert profiles.get_profile().name == "quick"
+    monkeypatch.setenv("TLBOOK_PROFILE", "FULL")
+    assert profiles.get_profile().name == "full"
+
+
+def test_argument_beats_env(monkeypatch):
+    monkeypatch.setenv("TLBOOK_PROFILE", "quick")
+    assert profiles.get_profile("smoke").name == "smoke"
+
+
+def test_default_depends_on_cuda(monkeypatch):
+    import torch
+
+    monkeypatch.delenv("TLBOOK_PROFILE", raising=False)
+    expected = "full" if torch.cuda.is_available() else "quick"
+    assert profiles.get_profile().name == expected
+
+
+def test_unknown_profile_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("TLBOOK_PROFILE", "fastest")
+    with pytest.raises(ProfileError, match=r"unknown profile 'fastest'.*smoke, quick, full"):
+        profiles.get_profile()
+
+
+def test_profiles_grow():
+    s, q, f = (profiles.PROFILES[n] for n in ("smoke", "quick", "full"))
+    assert s.train_per_class < q.train_per_class and f.train_per_class is None
+    assert s.image_size < q.image_size < f.image_size == 224
+    assert "20 train" in str(s)
