@@ -24,10 +24,10 @@ $(STAMP): requirements.txt pyproject.toml
 
 # Executed chapters are cached by content; a build in another profile must not reuse them.
 book: $(STAMP)
-	@profile="$${BOOK_PROFILE:-default}"; mkdir -p _build; \
+	@profile="$(or $(BOOK_PROFILE),default)"; mkdir -p _build; \
 	if [ "$$(cat _build/.profile 2>/dev/null)" != "$$profile" ]; then rm -rf _build/.jupyter_cache _build/jupyter_execute; fi; \
 	echo "$$profile" > _build/.profile
-	TLBOOK_PROFILE=$(BOOK_PROFILE) $(BIN)/jupyter-book build . -W -n --keep-going
+	TLBOOK_PROFILE=$(BOOK_PROFILE) TLBOOK_PROGRESS=0 $(BIN)/jupyter-book build . -W -n --keep-going
 	@echo "website: $(abspath _build/html/index.html)"
 
 test: $(STAMP)

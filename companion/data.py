@@ -8,7 +8,7 @@ own per-image preprocessing (:func:`image_folder`).
 
 Where a dataset comes from is decided here and nowhere else: a local copy first, a download
 second, and in the ``smoke`` profile only, an announced stand-in for CIFAR-10. A dataset that
-cannot be had raises :class:`DatasetUnavailableError` saying how to get it.
+cannot be had raises :class:`~companion.errors.DatasetUnavailableError` saying how to get it.
 """
 
 from __future__ import annotations
@@ -455,7 +455,7 @@ def make_loader(
     drop_last: bool = False,
 ):
     """A loader for ``dataset``: :class:`ArrayLoader` for in-memory datasets, else a
-    ``DataLoader`` with seeded shuffling, :func:`default_num_workers` workers and pinned memory
+    ``DataLoader`` with seeded shuffling, :func:`~companion.device.default_num_workers` workers and pinned memory
     on CUDA."""
     if isinstance(dataset, ArrayImageDataset):
         return ArrayLoader(dataset.images, dataset.labels, batch_size, shuffle, seed=seed, device=device, drop_last=drop_last)

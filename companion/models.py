@@ -66,13 +66,41 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 
+def _seq(prefix: str, start: int, stop: int) -> tuple[str, ...]:
+    return tuple(f"{prefix}.{i}" for i in range(start, stop))
+
+
+STAGES: dict[str, list[tuple[str, ...]]] = {
+    # Each stage is a tuple of module-name prefixes, from the input to the last layer before the head.
+    "alexnet": [_seq("features", 0, 3), _seq("features", 3, 6), _seq("features", 6, 8), _seq("features", 8, 10),
+                _seq("features", 10, 13), _seq("classifier", 0, 3), _seq("classifier", 3, 6)],
+    "vgg16": [_seq("features", 0, 5), _seq("features", 5, 10), _seq("features", 10, 17), _seq("features", 17, 24),
+              _seq("features", 24, 31), _seq("classifier", 0, 3), _seq("classifier", 3, 6)],
+    "resnet18": [("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",)],
+    "resnet50": [("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",)],
+    "mobilenet_v2": [("features.0",), _seq("features", 1, 4), _seq("features", 4, 7), _seq("features", 7, 14),
+                     _seq("features", 14, 17), ("features.17", "features.18")],
+    "efficientnet_lite0": [("conv_stem", "bn1"), ("blocks.0", "blocks.1"), ("blocks.2",), ("blocks.3",),
+                           ("blocks.4",), ("blocks.5",), ("blocks.6", "conv_head", "bn2")],
+    "simple_cnn": [_seq("features", 0, 7), _seq("features", 7, 14), _seq("features", 14, 21)],
+}
+
+
+def stages(name: str) -> list[tuple[str, ...]]:
+    """The stages of ``name`` from input to head: each a tuple of module-name prefixes.
+    Transfer "the first k stages" means the first ``k`` entries; the head (``spec(name).head``)
+    is not a stage."""
+    spec(name)
+    return [tuple(s) for s in STAGES[name]]
+
+
 def names() -> list[str]:
     """The architecture names :func:`create` accepts."""
     return list(SPECS)
 
 
 def spec(name: str) -> Spec:
-    """The :class:`Spec` of ``name``; an unknown name raises :class:`UnknownModelError`."""
+    """The :class:`Spec` of ``name``; an unknown name raises :class:`~companion.errors.UnknownModelError`."""
     try:
         return SPECS[name]
     except KeyError:
@@ -263,7 +291,7 @@ def create(
 
     Args:
         name: one of :func:`names`.
-        pretrained: load ImageNet weights (raises :class:`WeightsUnavailableError` with how to
+        pretrained: load ImageNet weights (raises :class:`~companion.errors.WeightsUnavailableError` with how to
             get them when they cannot be had).
         num_classes: ``None`` keeps the original head (1000 ImageNet classes, or 10 for
             ``simple_cnn``), ``0`` removes it (features out), ``k`` puts a new ``k``-way head.

@@ -152,7 +152,7 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None, *, strict:
     holds anything but tensors and plain containers is refused: loading a pickle runs code).
 
     Given ``model``, its weights are loaded; an architecture or class-count mismatch raises
-    :class:`CheckpointError` naming the tensors that differ.
+    :class:`~companion.errors.CheckpointError` naming the tensors that differ.
     """
     path = Path(path)
     if not path.is_file():
@@ -244,8 +244,8 @@ def fit(
             gradual unfreezing).
 
     Returns:
-        One dict per epoch: ``epoch``, ``train_loss``, ``train_accuracy``, ``val_loss``,
-        ``val_accuracy`` (with a validation loader), ``lr``, ``seconds``.
+        A list with a dict per epoch, holding ``epoch``, ``train_loss``, ``train_accuracy``,
+        ``val_loss`` and ``val_accuracy`` (with a validation loader), ``lr``, ``seconds``.
 
     Raises:
         TrainingDivergedError: the loss became NaN or infinite (the last checkpoint is kept).

@@ -1,13 +1,13 @@
 """The three ways to transfer what a network learned on a source task.
 
 * **Parameter transfer** (fine-tuning): start from the source weights and train on the
-  target, all of them or the last blocks (:func:`freeze`, :func:`unfreeze`,
+  target, all of them or the last blocks (:func:`freeze`, :func:`freeze_stages`, :func:`unfreeze`,
   :func:`discriminative_param_groups`, :func:`gradual_unfreezer`).
 * **Feature transfer** (frozen extractor): run the source network once, keep its features
-  (:func:`extract_features`, :func:`cached_features`) and train a new head on them
-  (:func:`feature_loader`, :func:`linear_probe`).
+  (:func:`extract_features`, :func:`cached_features`, :class:`MultiDepthFeatures` for
+  feature fusion) and train a new head on them (:func:`feature_loader`, :func:`linear_probe`).
 * **Structure transfer**: reuse the architecture and part of its weights, re-initialise the
-  rest (:func:`transferable_state`).
+  rest (:func:`reinitialize_stages`, :func:`transferable_state`).
 """
 
 from __future__ import annotations
@@ -102,3 +102,168 @@ def transferable_state(
         k: v for k, v in source.items()
         if k in own and own[k].shape == v.shape and not any(k.startswith(prefix) for prefix in exclude)
     }
+
+
+def _stage_prefixes(name: str, which: Sequence[int]) -> tuple[str, ...]:
+    from .models import stages
+
+    all_stages = stages(name)
+    return tuple(prefix for i in which for prefix in all_stages[i])
+
+
+def freeze_stages(model: nn.Module, name: str, trainable_last: int = 0) -> nn.Module:
+    """Freeze architecture ``name``'s backbone except its last ``trainable_last`` stages; the
+    head always stays trainable. ``trainable_last=0`` is the frozen extractor."""
+    from .models import spec, stages
+
+    n = len(stages(name))
+    keep = _stage_prefixes(name, range(n - min(trainable_last, n), n)) + (spec(name).head,)
+    return freeze(model, except_=keep)
+
+
+def discriminative_param_groups(
+    model: nn.Module, name: str, lr: float, decay: float = 0.5, weight_decay: float = 0.0
+) -> list[dict]:
+    """Optimizer parameter groups with smaller learning rates deeper into the backbone.
+
+    The head gets ``lr``; the last stage ``lr * decay``, the one before ``lr * decay**2`` and so
+    on (the discriminative fine-tuning of ULMFiT, Howard and Ruder 2018): early layers hold general
+    features that need little change. Frozen parameters are left out.
+    """
+    from .models import stages
+
+    all_stages = stages(name)
+    groups, taken = [], set()
+    for depth, stage in enumerate(reversed(all_stages), start=1):
+        params = [p for n, p in model.named_parameters() if p.requires_grad and any(n.startswith(s) for s in stage)]
+        taken.update(id(p) for p in params)
+        if params:
+            groups.append({"params": params, "lr": lr * decay**depth, "weight_decay": weight_decay, "stage": len(all_stages) - depth})
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in taken]
+    groups.insert(0, {"params": rest, "lr": lr, "weight_decay": weight_decay, "stage": "head"})
+    return groups
+
+
+def gradual_unfreezer(name: str, lr: float, decay: float = 0.5, every: int = 1) -> Callable:
+    """An ``epoch_end`` callback for :func:`companion.train.fit` that, every ``every`` epochs,
+    unfreezes the next stage from the top and adds it to the optimizer with a learning rate
+    ``decay`` times smaller than the stage above (gradual unfreezing)."""
+    from .models import stages
+
+    all_stages = stages(name)
+    state = {"unfrozen": 0}
+
+    def epoch_end(epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        if (epoch + 1) % every or state["unfrozen"] >= len(all_stages):
+            return
+        state["unfrozen"] += 1
+        stage = all_stages[-state["unfrozen"]]
+        params = [p for n, p in model.named_parameters() if not p.requires_grad and any(n.startswith(s) for s in stage)]
+        for p in params:
+            p.requires_grad = True
+        if params:
+            optimizer.add_param_group({"params": params, "lr": lr * decay ** state["unfrozen"]})
+
+    return epoch_end
+
+
+# ----------------------------------------------------------------------------- cached features and fusion
+
+
+def _fingerprint(*parts) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, torch.Tensor):
+            h.update(str((part.dtype, tuple(part.shape))).encode())
+            h.update(part.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(part, nn.Module):
+            for k, v in part.state_dict().items():
+                h.update(k.encode())
+                h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+            h.update(repr(part).encode())
+        else:
+            h.update(repr(part).encode())
+    return h.hexdigest()[:24]
+
+
+_MEMORY_CACHE: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def cached_features(
+    backbone: nn.Module, dataset, *, preprocess: Callable | None = None, batch_size: int = 256,
+    device: torch.device | str | None = None, cache_dir: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`extract_features` over an in-memory dataset, computed once and then reused.
+
+    The cache key hashes everything the features depend on: the backbone's weights and
+    structure, the images and labels of this exact subset, and the input transform; a stale
+    entry can therefore never be returned. Entries live in memory and, with ``cache_dir``
+    (default ``$TLBOOK_DATA/features``), on disk (written atomically).
+
+    Returns ``features (N, D)`` and ``labels (N,)`` on the CPU.
+    """
+    import os
+    from pathlib import Path
+
+    from .data import data_root, make_loader
+
+    key = _fingerprint(backbone, dataset.images, dataset.labels, preprocess)
+    if key in _MEMORY_CACHE:
+        return _MEMORY_CACHE[key]
+    folder = Path(cache_dir) if cache_dir is not None else data_root() / "features"
+    path = folder / f"{key}.pt"
+    if path.exists():
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+        result = (stored["features"], stored["labels"])
+    else:
+        device = torch.device(device) if device is not None else _model_device(backbone, None)
+        result = extract_features(backbone, make_loader(dataset, batch_size, device=device), preprocess=preprocess, device=device)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save({"features": result[0], "labels": result[1]}, tmp)
+        os.replace(tmp, path)
+    _MEMORY_CACHE[key] = result
+    return result
+
+
+class MultiDepthFeatures(nn.Module):
+    """Feature fusion: global-average-pooled activations of several layers, concatenated.
+
+    Wraps ``model`` and records the outputs of the modules named in ``layers`` with forward
+    hooks; input images ``(N, C, H, W)``, output ``(N, sum of the layers' channels)``.
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence[str]) -> None:
+        super().__init__()
+        self.model, self.layers = model, list(layers)
+        self._outputs: dict[str, torch.Tensor] = {}
+        for layer in self.layers:
+            model.get_submodule(layer).register_forward_hook(self._keep(layer))
+
+    def _keep(self, layer: str):
+        def hook(module, args, output):
+            self._outputs[layer] = output
+
+        return hook
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._outputs.clear()
+        self.model(x)
+        return torch.cat([self._outputs[layer].float().mean(dim=(2, 3)) for layer in self.layers], dim=1)
+
+
+# ----------------------------------------------------------------------------- structure transfer
+
+
+def reinitialize_stages(model: nn.Module, name: str, keep_first: int) -> nn.Module:
+    """Structure transfer: keep the weights of the first ``keep_first`` stages of ``name`` and
+    give every later stage (and the head) fresh random weights, keeping the architecture."""
+    from .models import spec, stages
+
+    reset = _stage_prefixes(name, range(keep_first, len(stages(name)))) + (spec(name).head,)
+    for module_name, module in model.named_modules():
+        if any(module_name == p or module_name.startswith(p + ".") for p in reset) and hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    return model
