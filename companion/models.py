@@ -380,3 +380,45 @@ def imagenet_categories() -> list[str]:
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters of ``model`` (only those with ``requires_grad`` if ``trainable_only``)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def summary(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224)):
+    """A layer table: one row per leaf module that runs, in the order it runs, with its output
+    shape for one input of ``input_size`` ``(C, H, W)``, its parameters and its multiply-accumulates.
+
+    Returns a pandas DataFrame with columns ``layer``, ``type``, ``output shape``, ``parameters``,
+    ``MACs``; the totals are ``df["parameters"].sum()`` and ``df["MACs"].sum()``.
+    """
+    import pandas as pd
+
+    from .cnn_math import layer_macs
+
+    rows: list[dict] = []
+
+    def hook_for(name: str):
+        def hook(module, args, output):
+            out = output[0] if isinstance(output, (tuple, list)) else output
+            rows.append({
+                "layer": name,
+                "type": type(module).__name__,
+                "output shape": tuple(out.shape[1:]),
+                "parameters": sum(p.numel() for p in module.parameters(recurse=False)),
+                "MACs": layer_macs(module, out),
+            })
+        return hook
+
+    handles = [m.register_forward_hook(hook_for(n)) for n, m in model.named_modules() if n and not list(m.children())]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, *input_size))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    # parameters of leaf modules that never ran (none in the book's models) would be missed: say so
+    counted = sum(r["parameters"] for r in rows)
+    if counted != count_parameters(model):
+        rows.append({"layer": "(not run)", "type": "", "output shape": (), "parameters": count_parameters(model) - counted, "MACs": 0})
+    return pd.DataFrame(rows)
