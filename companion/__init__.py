@@ -6,6 +6,11 @@ Modules, one job each: :mod:`~companion.profiles`, :mod:`~companion.device`,
 :mod:`~companion.plots`, :mod:`~companion.cli`.
 """
 
+import warnings
+
+# Libraries we import (timm, huggingface_hub) pull in tqdm.auto, which warns in notebooks without ipywidgets.
+warnings.filterwarnings("ignore", message="IProgress not found")
+
 from . import data, device, errors, models, profiles, provenance, train, transfer  # noqa: F401
 from .profiles import get_profile  # noqa: F401
 

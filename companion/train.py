@@ -18,7 +18,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+
+try:  # notebook progress bars need ipywidgets; without it, plain text bars (and no warning)
+    import ipywidgets  # noqa: F401
+    from tqdm.auto import tqdm
+except ImportError:
+    from tqdm.std import tqdm
 
 from . import device as dev
 from .errors import CheckpointError, TrainingDivergedError
