@@ -117,14 +117,23 @@ def _try_download(fn, what: str):
         socket.setdefaulttimeout(previous)
 
 
+def _torchvision_dataset(cls, split: str, what: str):
+    """torchvision dataset ``cls`` from :func:`data_root`, else downloaded there; ``(None, "")``
+    when it is neither present nor downloadable. Returns ``(dataset, origin)``."""
+    root, train = data_root(), split == "train"
+    try:
+        return cls(root, train=train, download=False), f"torchvision copy in {root}"
+    except RuntimeError:  # torchvision's "Dataset not found"
+        ds = _try_download(lambda: cls(root, train=train, download=True), what)
+        return ds, f"downloaded by torchvision to {root}"
+
+
 def _from_torchvision_mnist_like(ds, name: str, source: str) -> ArrayImageDataset:
     return ArrayImageDataset(ds.data.unsqueeze(1).contiguous(), ds.targets.long(), list(ds.classes), name, source)
 
 
 def _fashion_mnist(split: str) -> ArrayImageDataset:
-    train = split == "train"
     root = data_root()
-    cls = torchvision.datasets.FashionMNIST
     raw = root / "FashionMNIST" / "raw"
     if not (raw / "train-images-idx3-ubyte").exists() and DEBIAN_FASHION_MNIST.is_dir():
         # Debian's dataset-fashion-mnist ships the four IDX .gz files: unpack them where
@@ -135,15 +144,10 @@ def _fashion_mnist(split: str) -> ArrayImageDataset:
             with gzip.open(gz, "rb") as fin, open(tmp, "wb") as fout:
                 shutil.copyfileobj(fin, fout)
             os.replace(tmp, raw / gz.stem)
-        origin = f"Debian package dataset-fashion-mnist ({DEBIAN_FASHION_MNIST})"
-        (raw / "ORIGIN").write_text(origin)
-    try:
-        ds = cls(root, train=train, download=False)
-        origin_file = raw / "ORIGIN"
-        origin = origin_file.read_text() if origin_file.exists() else f"torchvision copy in {root}"
-    except RuntimeError:
-        ds = _try_download(lambda: cls(root, train=train, download=True), "Fashion-MNIST")
-        origin = f"downloaded by torchvision to {root}"
+        (raw / "ORIGIN").write_text(f"Debian package dataset-fashion-mnist ({DEBIAN_FASHION_MNIST})")
+    ds, origin = _torchvision_dataset(torchvision.datasets.FashionMNIST, split, "Fashion-MNIST")
+    if (raw / "ORIGIN").exists():
+        origin = (raw / "ORIGIN").read_text()
     if ds is None:
         raise DatasetUnavailableError(
             "Fashion-MNIST not found. Fix: on Debian/Ubuntu `sudo apt-get install dataset-fashion-mnist` "
@@ -155,15 +159,8 @@ def _fashion_mnist(split: str) -> ArrayImageDataset:
 
 
 def _mnist(split: str) -> ArrayImageDataset:
-    train = split == "train"
     root = data_root()
-    cls = torchvision.datasets.MNIST
-    try:
-        ds = cls(root, train=train, download=False)
-        origin = f"torchvision copy in {root}"
-    except RuntimeError:
-        ds = _try_download(lambda: cls(root, train=train, download=True), "MNIST")
-        origin = f"downloaded by torchvision to {root}"
+    ds, origin = _torchvision_dataset(torchvision.datasets.MNIST, split, "MNIST")
     if ds is not None:
         return _from_torchvision_mnist_like(ds, f"mnist/{split}", f"real MNIST ({len(ds)} {split} images), {origin}")
     try:
@@ -256,15 +253,8 @@ def write_cifar10_standin(root: Path, per_class_train: int = 500, per_class_test
 
 
 def _cifar10(split: str, allow_standin: bool) -> ArrayImageDataset:
-    train = split == "train"
     root = data_root()
-    cls = torchvision.datasets.CIFAR10
-    try:
-        ds = cls(root, train=train, download=False)
-        origin = f"torchvision copy in {root}"
-    except RuntimeError:
-        ds = _try_download(lambda: cls(root, train=train, download=True), "CIFAR-10")
-        origin = f"downloaded by torchvision to {root}"
+    ds, origin = _torchvision_dataset(torchvision.datasets.CIFAR10, split, "CIFAR-10")
     if ds is not None:
         images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
         return ArrayImageDataset(
@@ -280,7 +270,7 @@ def _cifar10(split: str, allow_standin: bool) -> ArrayImageDataset:
     standin_root = root / "cifar10-standin"
     if not (standin_root / "cifar-10-batches-py" / "batches.meta").exists():
         write_cifar10_standin(standin_root)
-    ds = _CifarFormatFolder(standin_root, train=train, download=False)
+    ds = _CifarFormatFolder(standin_root, train=split == "train", download=False)
     images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
     source = (
         "STAND-IN, NOT CIFAR-10 (offline, smoke profile): 32x32 crops of 10 real scikit-image photos, "

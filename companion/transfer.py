@@ -88,7 +88,9 @@ def unfreeze(model: nn.Module, prefixes: Sequence[str] | None = None) -> nn.Modu
 
 def trainable_parameters(model: nn.Module) -> int:
     """Number of parameters that receive gradients."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    from .models import count_parameters
+
+    return count_parameters(model, trainable_only=True)
 
 
 def transferable_state(
