@@ -508,18 +508,29 @@ def check_image_folder(root: str | Path) -> tuple[list[str], list[tuple[Path, st
     return classes, bad
 
 
+class _CheckedImageFolder(torchvision.datasets.ImageFolder):
+    """``ImageFolder`` whose classes are the checked ones (sub-folders without a readable image are not classes)."""
+
+    def __init__(self, root: str, classes: list[str], **kwargs) -> None:
+        self._checked_classes = classes
+        super().__init__(root, **kwargs)
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        return self._checked_classes, {c: i for i, c in enumerate(self._checked_classes)}
+
+
 def image_folder(root: str | Path, transform=None, *, report: bool = True) -> torchvision.datasets.ImageFolder:
     """torchvision's ``ImageFolder`` over ``root`` after :func:`check_image_folder`; files that
-    cannot be read are skipped and listed (never silently)."""
+    cannot be read are skipped and listed (never silently), sub-folders without a readable
+    image are not classes."""
     classes, bad = check_image_folder(root)
     bad_files = {str(f) for f, _ in bad}
     if report:
         for f, why in bad:
             print(f"[data] skipping {f}: {why}")
-    ds = torchvision.datasets.ImageFolder(
-        str(root), transform=transform,
+    ds = _CheckedImageFolder(
+        str(root), classes, transform=transform,
         is_valid_file=lambda p: p.lower().endswith(IMAGE_EXTENSIONS) and p not in bad_files,
-        allow_empty=True,
     )
     provenance.record("data", f"folder:{Path(root).name}", f"image folder {Path(root).resolve()} ({len(ds)} images, {len(ds.classes)} classes)")
     return ds

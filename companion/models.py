@@ -355,20 +355,25 @@ def preprocessing(name: str) -> Preprocessing:
     return Preprocessing(32, 32, CIFAR10_MEAN, CIFAR10_STD)
 
 
-def eval_transform(name: str) -> Callable:
-    """PIL image -> normalised tensor ``(3, crop, crop)``, as ``name``'s pretrained weights expect."""
+def eval_transform(name: str, size: int | None = None) -> Callable:
+    """PIL image -> normalised tensor ``(3, crop, crop)``, as ``name``'s pretrained weights expect.
+
+    ``size`` changes the crop (the resize keeps the weights' resize/crop ratio, e.g. 256/224).
+    """
     p = preprocessing(name)
-    if spec(name).source == "torchvision":
+    if size is None and spec(name).source == "torchvision":
         return _torchvision_weights(name).transforms()
-    return T.Compose([T.Resize(p.resize), T.CenterCrop(p.crop), T.ToTensor(), T.Normalize(p.mean, p.std)])
+    crop = size or p.crop
+    resize = round(crop * p.resize / p.crop)
+    return T.Compose([T.Resize(resize), T.CenterCrop(crop), T.ToTensor(), T.Normalize(p.mean, p.std)])
 
 
-def train_transform(name: str) -> Callable:
-    """PIL image -> augmented, normalised tensor ``(3, crop, crop)``: random resized crop and
-    horizontal flip, then the normalisation of ``name``'s weights."""
+def train_transform(name: str, size: int | None = None) -> Callable:
+    """PIL image -> augmented, normalised tensor ``(3, size, size)``: random resized crop
+    (default size: the weights' crop) and horizontal flip, then the normalisation of ``name``'s weights."""
     p = preprocessing(name)
     return T.Compose(
-        [T.RandomResizedCrop(p.crop, scale=(0.5, 1.0)), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(p.mean, p.std)]
+        [T.RandomResizedCrop(size or p.crop, scale=(0.5, 1.0)), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(p.mean, p.std)]
     )
 
 

@@ -69,6 +69,11 @@ def _forward_batches(
             yield model(x).float(), y
 
 
+def count_correct(out: torch.Tensor, y: torch.Tensor) -> int:
+    """Number of rows of logits ``out (B, K)`` whose arg-max equals the label ``y (B,)``."""
+    return int((out.argmax(1) == y).sum())
+
+
 def _model_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
     if device is not None:
         return torch.device(device)
@@ -79,6 +84,7 @@ def _model_device(model: nn.Module, device: torch.device | str | None) -> torch.
 def evaluate(
     model: nn.Module, loader: Iterable[Batch], *, preprocess: Callable | None = None,
     device: torch.device | str | None = None, loss_fn: Callable | None = None, progress: bool | None = False,
+    correct_fn: Callable[[torch.Tensor, torch.Tensor], int] = count_correct,
 ) -> dict[str, float]:
     """Accuracy and mean cross-entropy of ``model`` over ``loader`` (always in eval mode).
 
@@ -86,16 +92,18 @@ def evaluate(
         loader: yields ``(images (B, C, H, W), labels (B,))``.
         preprocess: applied to each image batch on the device (e.g. :class:`companion.data.BatchTransform`).
         device: where to run; default: where the model's parameters are.
+        loss_fn: ``loss_fn(logits, labels)``, the mean over the batch (default cross-entropy).
+        correct_fn: number of correct predictions in a batch (default :func:`count_correct`).
 
     Returns:
         ``{"accuracy": 0..1, "loss": float, "n": int}``.
     """
     device = _model_device(model, device)
-    loss_fn = loss_fn or nn.CrossEntropyLoss(reduction="sum")
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
     total, correct, loss_sum = 0, 0, 0.0
     for out, y in _forward_batches(model, loader, preprocess, device, "eval", progress):
-        loss_sum += float(loss_fn(out, y))
-        correct += int((out.argmax(1) == y).sum())
+        loss_sum += float(loss_fn(out, y)) * len(y)
+        correct += correct_fn(out, y)
         total += len(y)
     if total == 0:
         raise ValueError("evaluate() got an empty loader")
@@ -231,6 +239,7 @@ def fit(
     progress: bool | None = None,
     verbose: bool = True,
     epoch_end: Callable[[int, nn.Module, torch.optim.Optimizer], None] | None = None,
+    correct_fn: Callable[[torch.Tensor, torch.Tensor], int] = count_correct,
 ) -> list[dict[str, float]]:
     """Train ``model`` for ``epochs`` epochs and return the per-epoch history.
 
@@ -247,6 +256,9 @@ def fit(
         amp: mixed precision on CUDA (bf16, or fp16 with loss scaling).
         epoch_end: called as ``epoch_end(epoch, model, optimizer)`` after each epoch (e.g.
             gradual unfreezing).
+        loss_fn, correct_fn: the training loss (mean over the batch) and the count of correct
+            predictions; override both for models whose output is not one set of logits
+            (e.g. :class:`companion.transfer.MultiTaskNet`).
 
     Returns:
         A list with a dict per epoch, holding ``epoch``, ``train_loss``, ``train_accuracy``,
@@ -320,7 +332,7 @@ def fit(
             n = len(y)
             seen += n
             loss_sum += float(loss.detach()) * n
-            correct += int((out.detach().argmax(1) == y).sum())
+            correct += correct_fn(out.detach(), y)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
         record = {
             "epoch": epoch + 1,
@@ -331,7 +343,7 @@ def fit(
         if scheduler is not None:
             scheduler.step()
         if val_loader is not None:
-            val = evaluate(model, val_loader, preprocess=preprocess, device=device)
+            val = evaluate(model, val_loader, preprocess=preprocess, device=device, loss_fn=loss_fn, correct_fn=correct_fn)
             record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
         record["seconds"] = time.perf_counter() - t0
         history.append(record)

@@ -8,6 +8,8 @@
   feature fusion) and train a new head on them (:func:`feature_loader`, :func:`linear_probe`).
 * **Structure transfer**: reuse the architecture and part of its weights, re-initialise the
   rest (:func:`reinitialize_stages`, :func:`transferable_state`).
+* **Multi-task learning**: one shared backbone, one head per task, trained jointly
+  (:class:`MultiTaskNet`).
 """
 
 from __future__ import annotations
@@ -269,3 +271,74 @@ def reinitialize_stages(model: nn.Module, name: str, keep_first: int) -> nn.Modu
         if any(module_name == p or module_name.startswith(p + ".") for p in reset) and hasattr(module, "reset_parameters"):
             module.reset_parameters()
     return model
+
+
+# ----------------------------------------------------------------------------- multi-task
+
+
+class MultiTaskNet(nn.Module):
+    """One shared backbone with a linear head per task, trained jointly.
+
+    Args:
+        backbone: images ``(B, C, H, W)`` -> pooled features ``(B, feature_dim)``, e.g.
+            ``models.create(name, pretrained=True, num_classes=0)``.
+        feature_dim: ``D``, the backbone's feature size.
+        tasks: task name -> number of classes, e.g. ``{"category": 10, "group": 4}``.
+        weights: task name -> weight of its loss (default 1 for every task).
+
+    ``forward`` returns the logits of all tasks side by side, ``(B, sum of the class counts)``,
+    so the model goes through :func:`companion.train.fit` unchanged with
+    ``loss_fn=net.loss, correct_fn=net.correct`` and labels ``(B, number of tasks)`` (one
+    column per task, in the order of ``tasks``).
+    """
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, tasks: dict[str, int], weights: dict[str, float] | None = None) -> None:
+        super().__init__()
+        if not tasks:
+            raise ValueError("MultiTaskNet needs at least one task, e.g. tasks={'category': 10}")
+        self.backbone = backbone
+        self.tasks = dict(tasks)
+        self.weights = {t: 1.0 for t in self.tasks} | dict(weights or {})
+        self.heads = nn.ModuleDict({t: nn.Linear(feature_dim, k) for t, k in self.tasks.items()})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.backbone(x)
+        return torch.cat([head(features) for head in self.heads.values()], dim=1)
+
+    def split(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``(B, sum K)`` -> task name -> logits ``(B, K_task)``."""
+        return dict(zip(self.tasks, logits.split(list(self.tasks.values()), dim=1)))
+
+    def _check(self, labels: torch.Tensor) -> None:
+        if labels.dim() != 2 or labels.shape[1] != len(self.tasks):
+            raise ValueError(
+                f"MultiTaskNet with tasks {list(self.tasks)} needs labels of shape (B, {len(self.tasks)}), "
+                f"one column per task; got {tuple(labels.shape)}"
+            )
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Weighted sum of the tasks' cross-entropies (each a mean over the batch)."""
+        self._check(labels)
+        return sum(
+            self.weights[t] * nn.functional.cross_entropy(out, labels[:, i])
+            for i, (t, out) in enumerate(self.split(logits).items())
+        )
+
+    def correct(self, logits: torch.Tensor, labels: torch.Tensor) -> int:
+        """Number of images for which *every* task is predicted correctly."""
+        self._check(labels)
+        hits = [out.argmax(1) == labels[:, i] for i, out in enumerate(self.split(logits).values())]
+        return int(torch.stack(hits).all(0).sum())
+
+    def task_accuracy(self, loader: Iterable[Batch], *, preprocess: Callable | None = None,
+                      device: torch.device | str | None = None) -> dict[str, float]:
+        """Accuracy of each task's head over ``loader`` (labels ``(B, number of tasks)``)."""
+        device = _model_device(self, device)
+        hits = {t: 0 for t in self.tasks}
+        total = 0
+        for logits, y in _forward_batches(self, loader, preprocess, device, "eval", False):
+            self._check(y)
+            for i, (t, out) in enumerate(self.split(logits).items()):
+                hits[t] += int((out.argmax(1) == y[:, i]).sum())
+            total += len(y)
+        return {t: h / max(total, 1) for t, h in hits.items()}

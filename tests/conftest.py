@@ -31,10 +31,11 @@ def photo_folder(tmp_path: Path) -> Path:
     from PIL import Image
 
     rng = np.random.default_rng(0)
+    root = tmp_path / "photos"
     for name in ("chelsea", "coffee"):
         photo = getattr(skimage.data, name)()
-        (tmp_path / name).mkdir()
+        (root / name).mkdir(parents=True)
         for i in range(6):
             top, left = rng.integers(0, photo.shape[0] - 96), rng.integers(0, photo.shape[1] - 96)
-            Image.fromarray(photo[top : top + 96, left : left + 96]).save(tmp_path / name / f"{i}.png")
-    return tmp_path
+            Image.fromarray(photo[top : top + 96, left : left + 96]).save(root / name / f"{i}.png")
+    return root

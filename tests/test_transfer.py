@@ -108,3 +108,34 @@ def test_transferable_state_leaves_out_head_and_mismatches():
     assert torch.equal(target.features[0].weight, source["features.0.weight"])
     with pytest.raises(Exception):
         train.load_weights(target, source)  # the 6-class head does not fit a 4-class model
+
+
+def test_multitask_net_trains_both_heads_through_fit(fashion_small):
+    train_set, test_set = fashion_small
+    group = torch.tensor([0, 1, 0, 0, 0, 2, 0, 2, 3, 2])  # tops, trousers, footwear, bags
+    labels = torch.stack([train_set.labels, group[train_set.labels]], 1)
+    test_labels = torch.stack([test_set.labels, group[test_set.labels]], 1)
+    torch.manual_seed(0)
+    net = transfer.MultiTaskNet(models.create("simple_cnn", num_classes=0, in_channels=1), models.spec("simple_cnn").feature_dim,
+                                 {"category": 10, "group": 4})
+    prep = data.BatchTransform(28, (0.5,), (0.5,), channels=1)
+    before = {t: h.weight.detach().clone() for t, h in net.heads.items()}
+    loader = data.ArrayLoader(train_set.images, labels, 50, shuffle=True)
+    history = train.fit(net, loader, data.ArrayLoader(test_set.images, test_labels, 100), epochs=3, lr=3e-3,
+                        preprocess=prep, loss_fn=net.loss, correct_fn=net.correct, verbose=False, device="cpu")
+    assert all(not torch.equal(before[t], h.weight) for t, h in net.heads.items())  # both heads learned
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    acc = net.task_accuracy(data.ArrayLoader(test_set.images, test_labels, 100), preprocess=prep)
+    assert acc["group"] > 0.4 and acc["category"] > 0.2  # chance: 0.25 (most frequent group 0.5) and 0.1
+    assert 0 <= history[-1]["val_accuracy"] <= min(acc.values())  # all tasks right <= each task right
+
+
+def test_multitask_net_rejects_single_task_labels():
+    net = transfer.MultiTaskNet(torch.nn.Flatten(), 12, {"a": 3, "b": 2})
+    logits = net(torch.randn(4, 3, 2, 2))
+    assert logits.shape == (4, 5)
+    with pytest.raises(ValueError, match=r"labels of shape \(B, 2\)"):
+        net.loss(logits, torch.zeros(4, dtype=torch.long))
+    expected = torch.nn.functional.cross_entropy(logits[:, :3], torch.zeros(4, dtype=torch.long)) + \
+        torch.nn.functional.cross_entropy(logits[:, 3:], torch.ones(4, dtype=torch.long))
+    assert torch.allclose(net.loss(logits, torch.tensor([[0, 1]] * 4)), expected)

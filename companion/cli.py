@@ -1,0 +1,271 @@
+"""Command line: transfer-learn on your own folder of images, then predict with the result.
+
+::
+
+    python -m companion train photos/ --model efficientnet_lite0 --mode feature --epochs 10 --out runs/photos
+    python -m companion train photos/ --model efficientnet_lite0 --mode finetune --epochs 5 --out runs/photos-ft
+    python -m companion train photos/ ... --out runs/photos-ft --resume     # after an interruption
+    python -m companion predict runs/photos cat.jpg dog.png --top-k 3
+
+``DATA_DIR`` holds one sub-folder of images per class, or ``train/`` and ``val/`` folders that
+each hold them. Without ``val/`` a seeded, class-stratified part (``--val-fraction``) is held
+out for validation.
+
+``RUN_DIR`` receives ``config.json`` (what was asked), ``checkpoint.pt`` (training state after
+the last complete epoch, written atomically; ``--resume`` continues from it), ``model.pt`` (the
+finished model and its classes) and ``metrics.json`` (``val_accuracy``, ``val_loss``, history,
+sources of data and weights).
+
+Modes: ``scratch`` trains the architecture from random weights; ``feature`` freezes the
+ImageNet-pretrained backbone, extracts its features once and trains a new linear head on them;
+``finetune`` trains the whole pretrained network, with smaller learning rates for lower stages.
+
+Bad input (missing folder, no images, one class, unknown model, weights unavailable offline,
+an existing run without ``--resume``) ends with one line on stderr, ``error: ...``, and exit
+status 2; unreadable image files are skipped and listed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from . import data, models, provenance, train, transfer
+from . import device as dev
+from .errors import CompanionError, ImageFolderError
+
+MODES = ("scratch", "feature", "finetune")
+
+
+# ----------------------------------------------------------------------------- files in RUN_DIR
+
+
+def write_json(path: Path, obj: dict) -> None:
+    """Write ``obj`` as JSON atomically (temporary file in the same folder, then rename)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _prepare_run_dir(out: Path, config: dict, resume: bool) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise CompanionError(f"cannot write to run folder {out} ({exc}). Fix: choose a writable --out folder") from exc
+    config_path = out / "config.json"
+    if config_path.exists():
+        if not resume:
+            raise CompanionError(
+                f"{out} already holds a run. Fix: pass --resume to continue it, or choose another --out folder"
+            )
+        old = json.loads(config_path.read_text())
+        changed = [k for k in ("data_dir", "model", "mode", "classes", "image_size", "seed", "val_fraction") if old.get(k) != config.get(k)]
+        if changed:
+            raise CompanionError(
+                f"cannot resume {out}: {', '.join(changed)} differ from the run there "
+                f"({', '.join(f'{k}={old.get(k)!r}' for k in changed)}). Fix: use the same arguments, or another --out folder"
+            )
+    write_json(config_path, config)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _split_folder(root: Path, val_fraction: float, seed: int, train_tf, eval_tf):
+    """(train dataset, train dataset with eval transform, val dataset, classes) for ``root``."""
+    from sklearn.model_selection import train_test_split
+
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        train_ds = data.image_folder(root / "train", train_tf)
+        val_ds = data.image_folder(root / "val", eval_tf, report=True)
+        if train_ds.classes != val_ds.classes:
+            raise ImageFolderError(
+                f"{root}/train has classes {train_ds.classes} but {root}/val has {val_ds.classes}. "
+                f"Fix: give both the same class sub-folders"
+            )
+        return train_ds, data.image_folder(root / "train", eval_tf, report=False), val_ds, train_ds.classes
+    full_train = data.image_folder(root, train_tf)
+    full_eval = data.image_folder(root, eval_tf, report=False)
+    targets = full_train.targets
+    counts = {c: targets.count(i) for i, c in enumerate(full_train.classes)}
+    few = [c for c, n in counts.items() if n < 2]
+    if few:
+        raise ImageFolderError(
+            f"classes {few} in {root} have fewer than 2 images: one is needed for training and one for validation"
+        )
+    n_val = max(len(counts), round(val_fraction * len(targets)))
+    try:
+        train_idx, val_idx = train_test_split(
+            list(range(len(targets))), test_size=n_val, stratify=targets, random_state=seed
+        )
+    except ValueError as exc:
+        raise ImageFolderError(f"cannot split {root} into training and validation images: {exc}") from exc
+    sub = torch.utils.data.Subset
+    return sub(full_train, train_idx), sub(full_eval, train_idx), sub(full_eval, val_idx), full_train.classes
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def train_command(args: argparse.Namespace) -> dict:
+    """``python -m companion train``: returns the metrics written to ``RUN_DIR/metrics.json``."""
+    name, mode = args.model, args.mode
+    models.spec(name)  # unknown model: error before touching the data
+    if mode not in MODES:
+        raise CompanionError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    if mode != "scratch" and models.spec(name).source == "companion":
+        raise CompanionError(f"{name} has no pretrained weights, so --mode {mode} is impossible. Fix: --mode scratch, or another --model")
+    root, out = Path(args.data_dir), Path(args.out)
+    device = dev.choose_device(args.device)
+    dev.seed_everything(args.seed)
+    size = args.image_size or models.preprocessing(name).crop
+    train_tf = models.train_transform(name, size) if args.augment else models.eval_transform(name, size)
+    eval_tf = models.eval_transform(name, size)
+    train_ds, train_eval_ds, val_ds, classes = _split_folder(root, args.val_fraction, args.seed, train_tf, eval_tf)
+    config = {
+        "data_dir": str(root.resolve()), "model": name, "mode": mode, "classes": classes, "image_size": size,
+        "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
+        "val_fraction": args.val_fraction, "augment": args.augment,
+    }
+    _prepare_run_dir(out, config, args.resume)
+    print(f"{len(train_ds)} training / {len(val_ds)} validation images, {len(classes)} classes: {', '.join(classes)}")
+    print(f"model {name}, mode {mode}, {size} px, device {dev.describe(device)}")
+    loader = lambda ds, shuffle: data.make_loader(ds, args.batch_size, shuffle, seed=args.seed, device=device, num_workers=args.workers)  # noqa: E731
+    checkpoint = out / "checkpoint.pt"
+    t0 = time.perf_counter()
+    if mode == "feature":
+        backbone = models.create(name, pretrained=True, num_classes=0).to(device)
+        x, y = transfer.extract_features(backbone, loader(train_eval_ds, False), device=device, progress=None)
+        xv, yv = transfer.extract_features(backbone, loader(val_ds, False), device=device, progress=None)
+        head = transfer.linear_probe(x.shape[1], len(classes))
+        history = train.fit(
+            head, transfer.feature_loader(x, y, args.batch_size, seed=args.seed),
+            transfer.feature_loader(xv, yv, 256, shuffle=False), epochs=args.epochs, lr=args.lr,
+            device=device, checkpoint=checkpoint, resume=args.resume,
+        )
+        model = backbone.cpu()
+        models.replace_head(model, name, len(classes))
+        model.get_submodule(models.spec(name).head).load_state_dict(head[1].state_dict())
+    else:
+        model = models.create(name, pretrained=mode == "finetune", num_classes=len(classes))
+        optimizer = None
+        if mode == "finetune":
+            optimizer = torch.optim.AdamW(transfer.discriminative_param_groups(model, name, lr=args.lr, decay=0.5))
+        history = train.fit(
+            model, loader(train_ds, True), loader(val_ds, False), epochs=args.epochs, lr=args.lr,
+            optimizer=optimizer, device=device, checkpoint=checkpoint, resume=args.resume,
+        )
+    final = train.evaluate(model.to(device), loader(val_ds, False), device=device)
+    train.save_checkpoint(out / "model.pt", model, config=config)
+    metrics = {
+        "val_accuracy": final["accuracy"], "val_loss": final["loss"], "val_images": final["n"],
+        "train_images": len(train_ds), "classes": classes, "model": name, "mode": mode,
+        "trainable_parameters": transfer.trainable_parameters(head if mode == "feature" else model),
+        "seconds": time.perf_counter() - t0, "history": history, "sources": provenance.sources(),
+        "device": dev.describe(device),
+    }
+    write_json(out / "metrics.json", metrics)
+    print(f"validation accuracy {final['accuracy']:.3f} on {final['n']} images; model, checkpoint and metrics.json in {out}")
+    return metrics
+
+
+# ----------------------------------------------------------------------------- predict
+
+
+def load_run(run_dir: str | Path) -> tuple[torch.nn.Module, dict]:
+    """The finished model of a run folder (``RUN_DIR/model.pt``) and its config (classes, model, size)."""
+    path = Path(run_dir) / "model.pt"
+    if not path.is_file():
+        raise CompanionError(
+            f"no finished model in {run_dir} (expected {path}). Fix: run `python -m companion train ... --out {run_dir}` first"
+        )
+    config = train.load_checkpoint(path)["config"]
+    model = models.create(config["model"], num_classes=len(config["classes"]))
+    train.load_checkpoint(path, model)
+    return model.eval(), config
+
+
+def predict_command(args: argparse.Namespace) -> list[dict]:
+    """``python -m companion predict``: prints and returns the top-k classes of every image."""
+    from PIL import Image
+
+    model, config = load_run(args.run_dir)
+    transform = models.eval_transform(config["model"], config["image_size"])
+    k = min(args.top_k, len(config["classes"]))
+    results, failed = [], []
+    for image in args.images:
+        try:
+            with Image.open(image) as im:
+                x = transform(im.convert("RGB")).unsqueeze(0)
+        except (OSError, ValueError) as exc:  # missing, not an image, truncated
+            print(f"error: cannot read {image}: {exc}", file=sys.stderr)
+            failed.append(image)
+            continue
+        with torch.inference_mode():
+            probs = model(x).softmax(1)[0]
+        top = probs.topk(k)
+        ranked = [(config["classes"][i], float(p)) for p, i in zip(top.values, top.indices)]
+        print(f"{image}: " + ", ".join(f"{c} {p:.3f}" for c, p in ranked))
+        results.append({"image": str(image), "top": ranked})
+    if failed:
+        raise CompanionError(f"{len(failed)} of {len(args.images)} images could not be read: {', '.join(map(str, failed))}")
+    return results
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m companion", description="Transfer learning on your own images.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train a classifier on a folder of class sub-folders")
+    t.add_argument("data_dir", help="folder with one sub-folder of images per class (or train/ and val/ folders of them)")
+    t.add_argument("--model", default="efficientnet_lite0", help=f"one of: {', '.join(models.names())}")
+    t.add_argument("--mode", default="feature", help="scratch | feature (frozen backbone, new head) | finetune")
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--out", required=True, help="run folder for config, checkpoint, model and metrics")
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--image-size", type=int, default=None, help="input size in pixels (default: the weights' own)")
+    t.add_argument("--val-fraction", type=float, default=0.2, help="held out when DATA_DIR has no val/ folder")
+    t.add_argument("--no-augment", dest="augment", action="store_false", help="no random crops/flips in training")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    t.add_argument("--workers", type=int, default=None, help="DataLoader worker processes (default: by cores)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out after its last complete epoch")
+    t.set_defaults(func=train_command)
+    p = sub.add_parser("predict", help="top classes of images, with a trained run folder")
+    p.add_argument("run_dir")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--top-k", type=int, default=3)
+    p.set_defaults(func=predict_command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except CompanionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        out = getattr(args, "out", None)
+        hint = f"; continue with the same command and --resume (checkpoint in {out})" if out else ""
+        print(f"interrupted{hint}", file=sys.stderr)
+        return 130
+    return 0
