@@ -387,6 +387,27 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
+def stage_shapes(model: nn.Module, name: str, input_size: tuple[int, int, int] = (3, 224, 224)) -> list[tuple[int, ...]]:
+    """The output shape ``(C, H, W)`` of every stage of ``name`` (see :func:`stages`) for one
+    input of ``input_size`` ``(C, H, W)``: how far the spatial size shrinks before the head."""
+    shapes: dict[int, tuple[int, ...]] = {}
+    handles = []
+    for i, stage in enumerate(stages(name)):
+        def keep(module, args, output, i=i):
+            shapes[i] = tuple(output.shape[1:])
+        handles.append(model.get_submodule(stage[-1]).register_forward_hook(keep))
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, *input_size, device=next(model.parameters()).device))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return [shapes[i] for i in sorted(shapes)]
+
+
 def summary(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224)):
     """A layer table: one row per leaf module that runs, in the order it runs, with its output
     shape for one input of ``input_size`` ``(C, H, W)``, its parameters and its multiply-accumulates.

@@ -123,6 +123,26 @@ def predict(
     return torch.cat(probs), torch.cat(labels)
 
 
+def per_class_accuracy(probs: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> "pandas.DataFrame":
+    """Accuracy (recall), precision and support per class from probabilities ``(N, K)`` and
+    labels ``(N,)`` (scikit-learn's ``precision_recall_fscore_support``), worst class first."""
+    import pandas as pd
+    from sklearn.metrics import precision_recall_fscore_support
+
+    precision, recall, _, support = precision_recall_fscore_support(
+        labels.numpy(), probs.argmax(1).numpy(), labels=list(range(len(classes))), zero_division=0
+    )
+    table = pd.DataFrame({"accuracy": recall, "precision": precision, "images": support}, index=list(classes))
+    return table.sort_values("accuracy")
+
+
+def worst_mistakes(probs: torch.Tensor, labels: torch.Tensor, k: int = 16) -> torch.Tensor:
+    """Indices of the ``k`` wrong predictions made with the highest confidence (most confident first)."""
+    confidence, predicted = probs.max(1)
+    wrong = (predicted != labels).nonzero().flatten()
+    return wrong[confidence[wrong].argsort(descending=True)][:k]
+
+
 # ----------------------------------------------------------------------------- checkpoints
 
 

@@ -88,6 +88,17 @@ def unfreeze(model: nn.Module, prefixes: Sequence[str] | None = None) -> nn.Modu
     return model
 
 
+def freeze_batchnorm(model: nn.Module) -> nn.Module:
+    """Freeze the affine parameters of every batch-norm layer, so that ``fit`` also keeps them in
+    eval mode (running statistics fixed to the pretraining's). The usual choice when fine-tuning
+    with small batches: batch statistics of 16 images are too noisy to normalise with."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            for p in m.parameters(recurse=False):
+                p.requires_grad_(False)
+    return model
+
+
 def trainable_parameters(model: nn.Module) -> int:
     """Number of parameters that receive gradients."""
     from .models import count_parameters

@@ -33,5 +33,5 @@ def test_unknown_profile_is_a_clear_error(monkeypatch):
 def test_profiles_grow():
     s, q, f = (profiles.PROFILES[n] for n in ("smoke", "quick", "full"))
     assert s.train_per_class < q.train_per_class and f.train_per_class is None
-    assert s.image_size < q.image_size < f.image_size == 224
+    assert s.image_size < q.image_size <= f.image_size == 224
     assert "20 train" in str(s)
