@@ -32,10 +32,10 @@ book: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python tests/chapters_to_notebooks.py _build/nbval
-	TLBOOK_PROFILE=smoke $(BIN)/python -m pytest tests _build/nbval --nbval-lax --nbval-current-env -p no:cacheprovider -m "not gpu" -rs
+	TLBOOK_PROFILE=smoke $(BIN)/python -m pytest tests _build/nbval --nbval-lax --nbval-current-env -p no:cacheprovider -rs
 
 unit: $(STAMP)
-	TLBOOK_PROFILE=smoke $(BIN)/python -m pytest tests -m "not gpu" -rs
+	TLBOOK_PROFILE=smoke $(BIN)/python -m pytest tests -rs
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

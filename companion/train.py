@@ -57,6 +57,8 @@ def _forward_batches(
     desc: str, progress: bool | None,
 ):
     """Yield ``(outputs, labels)`` for every batch, in inference mode."""
+    if device.type == "cuda":
+        dev.prepare_model(model, device)  # channels-last, cuDNN benchmark
     model.eval()
     if isinstance(preprocess, nn.Module):
         preprocess.to(device).eval()
@@ -65,7 +67,7 @@ def _forward_batches(
         for x, y in bar:
             x, y = dev.to_device(x, device), y.to(device, non_blocking=True)
             if preprocess is not None:
-                x = preprocess(x)
+                x = dev.to_device(preprocess(x), device)  # channels-last on CUDA
             yield model(x).float(), y
 
 
@@ -260,6 +262,7 @@ def fit(
     verbose: bool = True,
     epoch_end: Callable[[int, nn.Module, torch.optim.Optimizer], None] | None = None,
     correct_fn: Callable[[torch.Tensor, torch.Tensor], int] = count_correct,
+    compile: bool = False,
 ) -> list[dict[str, float]]:
     """Train ``model`` for ``epochs`` epochs and return the per-epoch history.
 
@@ -274,6 +277,8 @@ def fit(
         checkpoint: file to write after every epoch (atomic); with ``resume=True`` an existing
             one is loaded and training continues after its last epoch.
         amp: mixed precision on CUDA (bf16, or fp16 with loss scaling).
+        compile: run the training forward pass through ``torch.compile`` (off by default: the
+            first epoch pays the compilation, which only long runs on a GPU win back).
         epoch_end: called as ``epoch_end(epoch, model, optimizer)`` after each epoch (e.g.
             gradual unfreezing).
         loss_fn, correct_fn: the training loss (mean over the batch) and the count of correct
@@ -296,6 +301,7 @@ def fit(
         raise ValueError("fit() got a model with no trainable parameters: unfreeze something first")
     optimizer = optimizer or torch.optim.AdamW(params, lr=lr)
     loss_fn = loss_fn or nn.CrossEntropyLoss()
+    forward = torch.compile(model) if compile else model
     use_amp = amp and dev.amp_dtype(device) is not None
     scaler = torch.amp.GradScaler(device.type) if use_amp and dev.needs_grad_scaler(device) else None
 
@@ -330,9 +336,9 @@ def fit(
         for step, (x, y) in enumerate(bar):
             x, y = dev.to_device(x, device), y.to(device, non_blocking=True)
             if preprocess is not None:
-                x = preprocess(x)
+                x = dev.to_device(preprocess(x), device)  # channels-last on CUDA
             with dev.autocast(device, use_amp):
-                out = model(x)
+                out = forward(x)
                 loss = loss_fn(out.float(), y)
             if not torch.isfinite(loss):
                 kept = f"; the last good checkpoint is {checkpoint}" if checkpoint and Path(checkpoint).exists() else ""

@@ -1,0 +1,75 @@
+"""The CUDA engine: mixed precision, channels-last, the GPU-resident loader (skipped without a GPU).
+
+Run on a GPU machine with ``pytest -m gpu tests``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from companion import data, device as dev, models, train
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+CUDA = torch.device("cuda")
+
+
+def test_autocast_logits_match_fp32(fashion_small):
+    _, test = fashion_small
+    model = models.create("efficientnet_lite0", pretrained=True, num_classes=None).to(CUDA).eval()
+    prep = data.BatchTransform.for_model("efficientnet_lite0", size=96).to(CUDA)
+    x = prep(test.images[:64].to(CUDA))
+    with torch.inference_mode():
+        fp32 = model(x).float()
+        with dev.autocast(CUDA):
+            mixed = model(x).float()
+    assert dev.amp_dtype(CUDA) in (torch.bfloat16, torch.float16)
+    assert (mixed.argmax(1) == fp32.argmax(1)).float().mean() > 0.95
+    assert torch.allclose(mixed.softmax(1), fp32.softmax(1), atol=0.05)
+
+
+def test_channels_last_gives_the_same_outputs(fashion_small):
+    _, test = fashion_small
+    model = models.create("resnet18", num_classes=10).eval()
+    x = torch.randn(8, 3, 64, 64)
+    with torch.no_grad():
+        reference = model(x)
+        prepared = dev.prepare_model(model, CUDA)
+        out = prepared(dev.to_device(x, CUDA)).cpu()
+    conv = prepared.conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and torch.backends.cudnn.benchmark
+    assert torch.allclose(out, reference, atol=1e-3, rtol=1e-3)
+
+
+def test_gpu_resident_loader_equals_cpu_loader(fashion_small):
+    train_set, _ = fashion_small
+    cpu = data.make_loader(train_set, 32, shuffle=True, seed=3)
+    gpu = data.make_loader(train_set, 32, shuffle=True, seed=3, device=CUDA)
+    assert gpu.inputs.device.type == "cuda"  # the whole set lives on the GPU
+    prep = data.BatchTransform.for_model("efficientnet_lite0", size=64)
+    for (xc, yc), (xg, yg) in zip(cpu, gpu):
+        assert xg.device.type == "cuda" and torch.equal(xc, xg.cpu()) and torch.equal(yc, yg.cpu())
+        assert torch.allclose(prep(xc), prep.to(CUDA)(xg).cpu(), atol=1e-5)
+        prep.cpu()
+
+
+def test_fit_with_amp_on_gpu_learns(fashion_small):
+    train_set, test_set = fashion_small
+    dev.seed_everything(0)
+    model = models.create("efficientnet_lite0", pretrained=True, num_classes=10)
+    prep = data.BatchTransform.for_model("efficientnet_lite0", size=64)
+    history = train.fit(model, data.make_loader(train_set, 50, shuffle=True, device=CUDA),
+                        data.make_loader(test_set, 100, device=CUDA), epochs=3, lr=1e-3, preprocess=prep,
+                        device=CUDA, verbose=False)
+    assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in history)
+    assert history[-1]["val_accuracy"] > 0.4
+
+
+def test_fit_compiled_matches_the_plain_forward(fashion_small):
+    train_set, _ = fashion_small
+    model = models.create("simple_cnn", num_classes=10, in_channels=1)
+    prep = data.BatchTransform(32, (0.5,), (0.5,), channels=1)
+    history = train.fit(model, data.make_loader(train_set, 50, shuffle=True, device=CUDA), epochs=2, lr=1e-3,
+                        preprocess=prep, device=CUDA, verbose=False, compile=True)
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert not any(k.startswith("_orig_mod") for k in model.state_dict())  # checkpoints stay loadable without compile
