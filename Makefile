@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED := 1
 # The website: chapters executed in the profile given (default: full on CUDA, quick elsewhere).
 BOOK_PROFILE ?= $(TLBOOK_PROFILE)
 
-.PHONY: setup book test unit notebooks bench clean
+.PHONY: setup book test unit notebooks bench browser-check clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,10 @@ book: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python tests/chapters_to_notebooks.py _build/nbval
 	TLBOOK_PROFILE=smoke $(BIN)/python -m pytest tests _build/nbval --nbval-lax --nbval-current-env -p no:cacheprovider -rs
+
+# The built website in headless Chromium: tracebacks, broken links, missing images; screenshots in _build/screenshots.
+browser-check: $(STAMP)
+	$(BIN)/python tests/browser_check.py _build/html
 
 unit: $(STAMP)
 	TLBOOK_PROFILE=smoke $(BIN)/python -m pytest tests -rs

@@ -106,3 +106,14 @@ def test_weights_unavailable_offline_and_predict_without_run(photo_folder: Path,
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.startswith("error: ImageNet weights for resnet18") and "efficientnet_lite0" in done.stderr
     assert cli.main(["predict", str(tmp_path / "nothing"), "x.png"]) == 2
+
+
+def test_ctrl_c_says_how_to_resume(photo_folder: Path, tmp_path: Path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.train, "fit", interrupted)
+    run = tmp_path / "run"
+    assert cli.main(["train", str(photo_folder), *FAST, "--epochs", "2", "--out", str(run)]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "--resume" in err and str(run) in err

@@ -109,6 +109,24 @@ def test_resume_gives_the_same_result(tmp_path, fashion_small):
     assert resumed[-1]["val_accuracy"] == straight[-1]["val_accuracy"]
 
 
+def test_ctrl_c_between_epochs_then_resume_gives_the_same_result(tmp_path, fashion_small):
+    _, _, straight = _small_cnn_run(fashion_small, epochs=3)
+    ckpt = tmp_path / "run.pt"
+
+    def ctrl_c_after_second_epoch(epoch, model, optimizer):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _small_cnn_run(fashion_small, epochs=3, checkpoint=ckpt, epoch_end=ctrl_c_after_second_epoch)
+    kept = train.load_checkpoint(ckpt)
+    assert kept["epoch"] == 0  # the checkpoint of the last complete epoch survived the interruption
+    _, _, resumed = _small_cnn_run(fashion_small, epochs=3, checkpoint=ckpt, resume=True)
+    assert [h["epoch"] for h in resumed] == [1, 2, 3]
+    assert resumed[-1]["train_loss"] == pytest.approx(straight[-1]["train_loss"], rel=1e-5)
+    assert resumed[-1]["val_accuracy"] == straight[-1]["val_accuracy"]
+
+
 def test_same_seed_same_metrics(fashion_small):
     _, _, a = _small_cnn_run(fashion_small, epochs=1)
     _, _, b = _small_cnn_run(fashion_small, epochs=1)

@@ -1,0 +1,164 @@
+"""Open the built website's index and every chapter in headless Chromium, screenshot them, and
+fail if a page shows a Python traceback or error output, links to a page or file that does not
+exist, or shows an image that is missing.
+
+Usage: python tests/browser_check.py [SITE_DIR]   (default _build/html; run `make book` first)
+
+The site is served on 127.0.0.1 by Python's http.server, and Chromium (Debian's ``chromium``) is
+started headless with no network beyond loopback. Screenshots of the last run stay in
+``_build/screenshots/``. Exit status 0 when every page is clean, 1 otherwise (each problem is
+printed with its page).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import http.server
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urljoin, urlparse
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+    "--disable-background-networking", "--disable-component-update", "--disable-default-apps",
+    "--hide-scrollbars", "--window-size=1280,2000", "--virtual-time-budget=8000",
+]
+ERROR_MARKERS = ("Traceback (most recent call last)", "output traceback", "output error")
+
+
+class _Page(HTMLParser):
+    """Links, images and element ids of one rendered page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[str] = []
+        self.images: list[str] = []
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if a.get("id"):
+            self.ids.add(a["id"])
+        if tag == "a" and a.get("href"):
+            self.links.append(a["href"])
+        if tag == "img":
+            self.images.append(a.get("src") or "")
+
+
+def find_chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    raise SystemExit("browser check: Chromium not found. Fix: `apt-get install chromium` (Debian) and re-run")
+
+
+def pages(site: Path) -> list[Path]:
+    """The index and every chapter page (not Sphinx's generated search/index pages)."""
+    found = [site / "index.html"] + sorted((site / "book").rglob("*.html"))
+    return [p for p in found if p.exists()]
+
+
+def _serve(site: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    handler.log_message = lambda *args: None  # quiet
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/"
+
+
+def _chromium(binary: str, profile: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def _local_file(site: Path, base: str, url: str, page_url: str) -> tuple[Path | None, str]:
+    """The file an internal URL points at (``None`` for external URLs) and its fragment."""
+    full = urljoin(page_url, url)
+    parsed = urlparse(full)
+    if not full.startswith(base):
+        return None, ""
+    path = unquote(parsed.path)[len(urlparse(base).path):]
+    target = site / path
+    if target.is_dir():
+        target = target / "index.html"
+    return target, parsed.fragment
+
+
+def check_page(binary: str, site: Path, base: str, page: Path, shots: Path, profile: str) -> list[str]:
+    rel = page.relative_to(site).as_posix()
+    url = base + rel
+    problems = []
+    shot = shots / (rel.replace("/", "__").removesuffix(".html") + ".png")
+    _chromium(binary, profile, f"--screenshot={shot}", url)
+    if not shot.exists() or shot.stat().st_size < 5000:
+        problems.append("no screenshot (the page did not render)")
+    dom = _chromium(binary, profile, "--dump-dom", url).stdout
+    if "<body" not in dom:
+        return problems + ["Chromium returned no page"]
+    for marker in ERROR_MARKERS:
+        if marker in dom:
+            problems.append(f"shows error output ({marker!r})")
+    parsed = _Page()
+    parsed.feed(dom)
+    for href in parsed.links:
+        if href.startswith(("mailto:", "javascript:")):
+            continue
+        target, fragment = _local_file(site, base, href, url)
+        if target is None:
+            continue
+        if not target.exists():
+            problems.append(f"broken link {href}")
+        elif fragment and target == page and fragment not in parsed.ids:
+            problems.append(f"link to a missing anchor #{fragment}")
+    for src in parsed.images:
+        if src.startswith("data:"):
+            try:
+                payload = src.split(",", 1)[1]
+                ok = len(base64.b64decode(payload) if ";base64" in src.split(",", 1)[0] else payload) > 100
+            except Exception:
+                ok = False
+            if not ok:
+                problems.append("an inline image that is empty or undecodable")
+            continue
+        target, _ = _local_file(site, base, src, url)
+        if target is not None and (not target.exists() or target.stat().st_size == 0):
+            problems.append(f"missing image {src}")
+    return problems
+
+
+def main(site_dir: str = str(ROOT / "_build" / "html")) -> int:
+    site = Path(site_dir)
+    if not (site / "index.html").exists():
+        print(f"browser check: no website in {site}. Fix: run `make book` first")
+        return 1
+    binary = find_chromium()
+    shots = ROOT / "_build" / "screenshots"
+    shutil.rmtree(shots, ignore_errors=True)
+    shots.mkdir(parents=True)
+    server, base = _serve(site)
+    failures = 0
+    try:
+        with tempfile.TemporaryDirectory() as profile:
+            for page in pages(site):
+                problems = check_page(binary, site, base, page, shots, profile)
+                status = "ok" if not problems else "FAIL"
+                print(f"{status:4s} {page.relative_to(site)}")
+                for problem in problems:
+                    print(f"     {problem}")
+                failures += bool(problems)
+    finally:
+        server.shutdown()
+    print(f"{len(pages(site))} pages checked, {failures} with problems; screenshots in {shots}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:]))
