@@ -319,8 +319,8 @@ def fashion_mnist_benchmarks() -> "pandas.DataFrame":
         best first; all trained on the full 60,000 training images.
 
     Raises:
-        DatasetUnavailableError: the README is not there (install ``dataset-fashion-mnist``, or see
-        https://github.com/zalandoresearch/fashion-mnist#benchmark).
+        DatasetUnavailableError: the README is not there (install ``dataset-fashion-mnist``, or read
+            the table in the dataset's GitHub README).
     """
     import re
 

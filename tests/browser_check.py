@@ -13,6 +13,7 @@ printed with its page).
 from __future__ import annotations
 
 import base64
+import re
 import functools
 import http.server
 import shutil
@@ -66,9 +67,13 @@ def pages(site: Path) -> list[Path]:
     return [p for p in found if p.exists()]
 
 
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args) -> None:  # one line per page is printed instead
+        pass
+
+
 def _serve(site: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
-    handler.log_message = lambda *args: None  # quiet
+    handler = functools.partial(_QuietHandler, directory=str(site))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}/"
@@ -96,6 +101,12 @@ def check_page(binary: str, site: Path, base: str, page: Path, shots: Path, prof
     rel = page.relative_to(site).as_posix()
     url = base + rel
     problems = []
+    redirect = re.search(r'http-equiv="refresh"\s+content="\d+;\s*url=([^"]+)"', page.read_text(encoding="utf-8"), re.I)
+    if redirect:  # index.html redirects to the root chapter: check the page the reader lands on
+        target, _ = _local_file(site, base, redirect.group(1), url)
+        if target is None or not target.exists():
+            return [f"redirects to a missing page {redirect.group(1)}"]
+        url, page = urljoin(url, redirect.group(1)), target
     shot = shots / (rel.replace("/", "__").removesuffix(".html") + ".png")
     _chromium(binary, profile, f"--screenshot={shot}", url)
     if not shot.exists() or shot.stat().st_size < 5000:

@@ -1,0 +1,47 @@
+"""The browser check finds what it claims to find (needs Debian's chromium; skipped without it)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import browser_check  # noqa: E402
+
+CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (apt-get install chromium)")
+
+PNG = Path(__file__).resolve().parents[1] / "book" / "figures" / "logo.svg"
+
+
+def test_finds_tracebacks_broken_links_and_missing_images(tmp_path: Path):
+    site = tmp_path / "html"
+    (site / "book").mkdir(parents=True)
+    shutil.copy(PNG, site / "book" / "logo.svg")
+    (site / "index.html").write_text('<meta http-equiv="Refresh" content="0; url=book/good.html" />')
+    (site / "book" / "good.html").write_text(
+        '<html><body><h1 id="top">Fine</h1><a href="bad.html">bad</a><a href="#top">up</a>'
+        '<img src="logo.svg" width="200"><p>' + "text " * 400 + "</p></body></html>"
+    )
+    (site / "book" / "bad.html").write_text(
+        '<html><body><div class="cell_output"><pre>Traceback (most recent call last):\nValueError: boom</pre></div>'
+        '<a href="missing.html">gone</a><a href="#nowhere">anchor</a><img src="missing.png"></body></html>'
+    )
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    server, base = browser_check._serve(site)
+    try:
+        problems = {
+            page.name: browser_check.check_page(CHROMIUM, site, base, page, shots, str(tmp_path / "profile"))
+            for page in browser_check.pages(site)
+        }
+    finally:
+        server.shutdown()
+    assert problems["index.html"] == [] and problems["good.html"] == []
+    bad = " | ".join(problems["bad.html"])
+    assert "Traceback" in bad and "broken link missing.html" in bad and "missing image missing.png" in bad
+    assert "#nowhere" in bad
+    assert (shots / "book__good.png").stat().st_size > 5000
