@@ -143,6 +143,26 @@ def test_nan_loss_stops_with_clear_message(tmp_path, fashion_small):
         )
 
 
+def test_nan_loss_keeps_the_last_good_checkpoint(tmp_path, fashion_small):
+    train_set, _ = fashion_small
+    ckpt = tmp_path / "run.pt"
+    poisoned = {"on": False}
+
+    def preprocess(x):
+        x = x.float().flatten(1) / 255
+        return x * float("nan") if poisoned["on"] else x
+
+    def poison_after_first_epoch(epoch, model, optimizer):
+        poisoned["on"] = True
+
+    model = nn.Linear(784, 10)
+    with pytest.raises(TrainingDivergedError, match=f"last good checkpoint is {ckpt}"):
+        train.fit(model, data.make_loader(train_set, 50), epochs=3, device="cpu", verbose=False, preprocess=preprocess,
+                  checkpoint=ckpt, epoch_end=poison_after_first_epoch)
+    kept = train.load_checkpoint(ckpt, nn.Linear(784, 10))
+    assert kept["epoch"] == 0 and all(torch.isfinite(v).all() for v in kept["model"].values())
+
+
 def test_early_stopping_restores_best(fashion_small):
     train_set, test_set = fashion_small
     x = torch.randn(200, 16)
