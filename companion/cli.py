@@ -143,7 +143,10 @@ def train_command(args: argparse.Namespace) -> dict:
     _prepare_run_dir(out, config, args.resume)
     print(f"{len(train_ds)} training / {len(val_ds)} validation images, {len(classes)} classes: {', '.join(classes)}")
     print(f"model {name}, mode {mode}, {size} px, device {dev.describe(device)}")
-    loader = lambda ds, shuffle: data.make_loader(ds, args.batch_size, shuffle, seed=args.seed, device=device, num_workers=args.workers)  # noqa: E731
+
+    def loader(ds, shuffle: bool):
+        return data.make_loader(ds, args.batch_size, shuffle, seed=args.seed, device=device, num_workers=args.workers)
+
     checkpoint = out / "checkpoint.pt"
     t0 = time.perf_counter()
     if mode == "feature":
