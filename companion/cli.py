@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -48,13 +46,8 @@ MODES = ("scratch", "feature", "finetune")
 
 
 def write_json(path: Path, obj: dict) -> None:
-    """Write ``obj`` as JSON atomically (temporary file in the same folder, then rename)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write ``obj`` as JSON atomically (:func:`companion.train.atomic_write`)."""
+    train.atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2).encode()))
 
 
 def _prepare_run_dir(out: Path, config: dict, resume: bool) -> None:

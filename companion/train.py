@@ -148,38 +148,45 @@ def worst_mistakes(probs: torch.Tensor, labels: torch.Tensor, k: int = 16) -> to
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, **state) -> Path:
-    """Write ``{"model": model.state_dict(), **state}`` to ``path`` atomically.
-
-    The file is written to a temporary file in the same folder, flushed to disk and renamed
-    over ``path``: a crash or a full disk never leaves a half-written checkpoint, and the
-    previous checkpoint survives until the new one is complete. ``state`` may hold tensors,
-    numbers, strings and lists/dicts of them (what ``weights_only`` loading accepts).
-    """
+def atomic_write(path: str | Path, write: Callable) -> Path:
+    """Write ``path`` atomically: ``write(f)`` fills a temporary binary file in the same folder,
+    which is flushed to disk and renamed over ``path``. A crash or a full disk never leaves a
+    half-written file, and the previous file survives until the new one is complete; on error
+    the temporary file is removed and the ``OSError`` re-raised."""
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise CheckpointError(f"cannot write a checkpoint in {path.parent}: {exc}. Fix: choose a writable output folder") from exc
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save({"model": model.state_dict(), **state}, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException as exc:
+    except BaseException:
         try:
             os.unlink(tmp)
         except OSError:
             pass
-        if isinstance(exc, OSError):
-            raise CheckpointError(
-                f"writing checkpoint {path} failed ({exc}); the previous checkpoint, if any, is intact. "
-                f"Fix: free disk space or choose another output folder"
-            ) from exc
         raise
     return path
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, **state) -> Path:
+    """Write ``{"model": model.state_dict(), **state}`` to ``path`` atomically (:func:`atomic_write`).
+
+    ``state`` may hold tensors, numbers, strings and lists/dicts of them (what ``weights_only``
+    loading accepts).
+    """
+    path = Path(path)
+    try:
+        return atomic_write(path, lambda f: torch.save({"model": model.state_dict(), **state}, f))
+    except OSError as exc:
+        if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+            raise CheckpointError(f"cannot write a checkpoint in {path.parent}: {exc}. Fix: choose a writable output folder") from exc
+        raise CheckpointError(
+            f"writing checkpoint {path} failed ({exc}); the previous checkpoint, if any, is intact. "
+            f"Fix: free disk space or choose another output folder"
+        ) from exc
 
 
 def load_checkpoint(path: str | Path, model: nn.Module | None = None, *, strict: bool = True) -> dict:
