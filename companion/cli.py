@@ -83,15 +83,15 @@ def _split_folder(root: Path, val_fraction: float, seed: int, train_tf, eval_tf)
 
     if (root / "train").is_dir() and (root / "val").is_dir():
         train_ds = data.image_folder(root / "train", train_tf)
-        val_ds = data.image_folder(root / "val", eval_tf, report=True)
+        val_ds = data.image_folder(root / "val", eval_tf)
         if train_ds.classes != val_ds.classes:
             raise ImageFolderError(
                 f"{root}/train has classes {train_ds.classes} but {root}/val has {val_ds.classes}. "
                 f"Fix: give both the same class sub-folders"
             )
-        return train_ds, data.image_folder(root / "train", eval_tf, report=False), val_ds, train_ds.classes
+        return train_ds, data.with_transform(train_ds, eval_tf), val_ds, train_ds.classes
     full_train = data.image_folder(root, train_tf)
-    full_eval = data.image_folder(root, eval_tf, report=False)
+    full_eval = data.with_transform(full_train, eval_tf)
     targets = full_train.targets
     counts = {c: targets.count(i) for i, c in enumerate(full_train.classes)}
     few = [c for c, n in counts.items() if n < 2]
@@ -154,7 +154,7 @@ def train_command(args: argparse.Namespace) -> dict:
         )
         model = backbone.cpu()
         models.replace_head(model, name, len(classes))
-        model.get_submodule(models.spec(name).head).load_state_dict(head[1].state_dict())
+        transfer.load_probe_head(model, name, head)
     else:
         model = models.create(name, pretrained=mode == "finetune", num_classes=len(classes))
         optimizer = None

@@ -13,6 +13,7 @@ cannot be had raises :class:`~companion.errors.DatasetUnavailableError` saying h
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import gzip
 import os
@@ -588,3 +589,11 @@ def image_folder(root: str | Path, transform=None, *, report: bool = True) -> to
     )
     provenance.record("data", f"folder:{Path(root).name}", f"image folder {Path(root).resolve()} ({len(ds)} images, {len(ds.classes)} classes)")
     return ds
+
+
+def with_transform(dataset: torchvision.datasets.ImageFolder, transform) -> torchvision.datasets.ImageFolder:
+    """The same image folder read with another per-image transform (e.g. evaluation instead of
+    training augmentation), without listing and checking every file again."""
+    view = copy.copy(dataset)
+    view.transform = transform
+    return view

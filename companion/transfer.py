@@ -68,6 +68,17 @@ def linear_probe(in_features: int, num_classes: int, hidden: int | None = None, 
     return nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, num_classes))
 
 
+def load_probe_head(model: nn.Module, name: str, probe: nn.Module) -> nn.Module:
+    """Make the trained linear layer of a :func:`linear_probe` (``hidden=None``), trained on the
+    features of ``name``'s pretrained backbone, the head of ``model`` (an architecture ``name``
+    with the same number of classes): fine-tuning then starts from a trained head instead of a
+    random one. Returns ``model``."""
+    from .models import spec
+
+    model.get_submodule(spec(name).head).load_state_dict(probe[-1].state_dict())
+    return model
+
+
 # ----------------------------------------------------------------------------- parameter transfer
 
 

@@ -139,3 +139,11 @@ def test_multitask_net_rejects_single_task_labels():
     expected = torch.nn.functional.cross_entropy(logits[:, :3], torch.zeros(4, dtype=torch.long)) + \
         torch.nn.functional.cross_entropy(logits[:, 3:], torch.ones(4, dtype=torch.long))
     assert torch.allclose(net.loss(logits, torch.tensor([[0, 1]] * 4)), expected)
+
+
+def test_load_probe_head_puts_the_trained_layer_in_the_model():
+    probe = transfer.linear_probe(models.spec("resnet18").feature_dim, 3)
+    model = transfer.load_probe_head(models.create("resnet18", num_classes=3), "resnet18", probe)
+    assert torch.equal(model.fc.weight, probe[-1].weight) and torch.equal(model.fc.bias, probe[-1].bias)
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        transfer.load_probe_head(models.create("resnet18", num_classes=4), "resnet18", probe)
