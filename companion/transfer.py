@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from . import device as dev
-from .train import _forward_batches, _model_device
+from .train import _forward_batches, _model_device, atomic_write
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -230,7 +230,6 @@ def cached_features(
 
     Returns ``features (N, D)`` and ``labels (N,)`` on the CPU.
     """
-    import os
     from pathlib import Path
 
     from .data import data_root, make_loader
@@ -246,10 +245,7 @@ def cached_features(
     else:
         device = torch.device(device) if device is not None else _model_device(backbone, None)
         result = extract_features(backbone, make_loader(dataset, batch_size, device=device), preprocess=preprocess, device=device)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save({"features": result[0], "labels": result[1]}, tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: torch.save({"features": result[0], "labels": result[1]}, f))
     _MEMORY_CACHE[key] = result
     return result
 
