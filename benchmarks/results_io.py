@@ -28,10 +28,17 @@ def environment() -> dict:
 
 
 def update(figures: dict) -> dict:
-    """Merge ``figures`` into results.json (atomically) and return the whole file's content."""
+    """Merge ``figures`` into results.json (atomically) and return the whole file's content.
+
+    The machine they were measured on goes with them: ``gpu_environment`` for the GPU
+    benchmark's figures (they carry ``gpu_name``), ``environment`` for the others, so a GPU run
+    does not relabel CPU figures measured elsewhere, nor the other way round.
+    """
     current = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if not figures:
+        return current
     current.update(figures)
-    current["environment"] = environment()
+    current["gpu_environment" if "gpu_name" in figures else "environment"] = environment()
     tmp = RESULTS.with_suffix(".tmp")
     tmp.write_text(json.dumps(current, indent=2) + "\n")
     os.replace(tmp, RESULTS)
