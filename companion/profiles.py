@@ -1,7 +1,7 @@
 """Execution profiles: how big every experiment in the book is.
 
 ``TLBOOK_PROFILE`` selects one of ``smoke`` (CI, seconds per chapter), ``quick``
-(a laptop CPU, minutes per chapter) and ``full`` (a GPU, full datasets). Unset, the
+(a GPU, minutes per chapter; hours on a CPU) and ``full`` (a GPU, full datasets). Unset, the
 profile is ``full`` on a CUDA machine and ``quick`` elsewhere.
 """
 
@@ -52,13 +52,14 @@ PROFILES: dict[str, Profile] = {
     ),
     "quick": Profile(
         name="quick",
-        train_per_class=300,
-        test_per_class=100,
-        epochs=6,
+        train_per_class=500,
+        test_per_class=200,
+        epochs=10,
         image_size=224,
         batch_size=64,
-        label_budgets=(10, 50, 300),
-        description="a laptop CPU or a GPU: real subsets at the networks' own 224 px, the effects each chapter claims",
+        label_budgets=(10, 50, 500),
+        description="a GPU, minutes per chapter (on a CPU, hours): real subsets at the networks' own 224 px, "
+        "large enough for the effects and accuracies each chapter claims",
     ),
     "full": Profile(
         name="full",

@@ -258,6 +258,7 @@ def fit(
     lr: float = 1e-3,
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    schedule: str | None = None,
     preprocess: Callable | None = None,
     device: torch.device | str | None = None,
     loss_fn: Callable | None = None,
@@ -277,6 +278,8 @@ def fit(
         train_loader, val_loader: yield ``(images (B, C, H, W), labels (B,))``.
         optimizer: default AdamW over the trainable parameters with learning rate ``lr``.
         scheduler: stepped once per epoch.
+        schedule: ``"cosine"`` anneals every group's learning rate to zero over ``epochs``
+            (``CosineAnnealingLR``); the usual choice for fine-tuning. Ignored when ``scheduler`` is given.
         preprocess: batch transform applied on the device; put in train mode for training
             batches (augmentation) and eval mode for validation.
         early_stopping: stop when validation loss has not improved for this many epochs and
@@ -307,6 +310,10 @@ def fit(
     if not params:
         raise ValueError("fit() got a model with no trainable parameters: unfreeze something first")
     optimizer = optimizer or torch.optim.AdamW(params, lr=lr)
+    if scheduler is None and schedule is not None:
+        if schedule != "cosine":
+            raise ValueError(f"unknown schedule {schedule!r}: use 'cosine', or pass a scheduler")
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     forward = torch.compile(model) if compile else model
     use_amp = amp and dev.amp_dtype(device) is not None

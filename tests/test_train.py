@@ -188,3 +188,11 @@ def test_frozen_batchnorm_statistics_do_not_move(fashion_small):
     )
     after = model.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in before.items())
+
+
+def test_cosine_schedule_anneals_the_learning_rate(fashion_small):
+    _, _, hist = _small_cnn_run(fashion_small, epochs=3, schedule="cosine")
+    lrs = [h["lr"] for h in hist]
+    assert lrs[0] == pytest.approx(3e-3) and lrs[0] > lrs[1] > lrs[2] > 0
+    with pytest.raises(ValueError, match="cosine"):
+        _small_cnn_run(fashion_small, epochs=1, schedule="linear")
