@@ -16,14 +16,6 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 CUDA = torch.device("cuda")
 
 
-def _square(image):
-    """Centre square crop of an (H, W, 3) uint8 photo."""
-    h, w = image.shape[:2]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    return image[top : top + side, left : left + side].copy()
-
-
 @contextlib.contextmanager
 def _ieee_fp32():
     """Full-precision fp32 matmuls and convolutions (the engine turns TF32 on for speed)."""
@@ -40,10 +32,11 @@ def test_autocast_logits_match_fp32():
     photos (clear winners; Fashion-MNIST images would give ImageNet near-ties) the top class and the
     probabilities agree with full fp32."""
     import skimage.data
+    from PIL import Image
 
-    prep = data.BatchTransform.for_model("efficientnet_lite0").to(CUDA)
     photos = [skimage.data.chelsea(), skimage.data.coffee(), skimage.data.rocket(), skimage.data.astronaut()]
-    x = torch.cat([prep(torch.from_numpy(_square(p)).permute(2, 0, 1)[None].to(CUDA)) for p in photos])  # (4, 3, 224, 224)
+    transform = models.eval_transform("efficientnet_lite0")  # the weights' own resize + centre crop + normalise
+    x = torch.stack([transform(Image.fromarray(p)) for p in photos]).to(CUDA)  # (4, 3, 224, 224)
     model = models.create("efficientnet_lite0", pretrained=True, num_classes=None).to(CUDA).eval()
     with torch.inference_mode(), _ieee_fp32():
         fp32 = model(x).float()
