@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED := 1
 # The website: chapters executed in the profile given (default: full on CUDA, quick elsewhere).
 BOOK_PROFILE ?= $(TLBOOK_PROFILE)
 
-.PHONY: setup book test unit notebooks bench browser-check clean
+.PHONY: setup book test unit notebooks bench browser-check clean reference reference-status
 
 setup: $(STAMP)
 
@@ -37,6 +37,14 @@ test: $(STAMP)
 # The built website in headless Chromium: tracebacks, broken links, missing images; screenshots in _build/screenshots.
 browser-check: $(STAMP)
 	$(BIN)/python tests/browser_check.py _build/html
+
+# The reference edition (book/_reference/): chapters executed in PROFILE (default: full on CUDA,
+# quick elsewhere) and stored with their provenance. CHAPTER=three_modes runs one chapter.
+reference: $(STAMP)
+	$(BIN)/python -m edition run $(CHAPTER) $(if $(PROFILE),--profile $(PROFILE))
+
+reference-status: $(STAMP)
+	$(BIN)/python -m edition status
 
 unit: $(STAMP)
 	TLBOOK_PROFILE=smoke $(BIN)/python -m pytest tests -rs

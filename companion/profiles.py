@@ -1,7 +1,8 @@
 """Execution profiles: how big every experiment in the book is.
 
 ``TLBOOK_PROFILE`` selects one of ``smoke`` (CI, seconds per chapter), ``quick``
-(a GPU, minutes per chapter; hours on a CPU) and ``full`` (a GPU, full datasets). Unset, the
+(a laptop: at most 10 minutes per chapter on 2 CPU cores) and ``full`` (a GPU, full datasets,
+the networks' own resolution). Unset, the
 profile is ``full`` on a CUDA machine and ``quick`` elsewhere.
 """
 
@@ -52,14 +53,14 @@ PROFILES: dict[str, Profile] = {
     ),
     "quick": Profile(
         name="quick",
-        train_per_class=500,
-        test_per_class=200,
-        epochs=10,
-        image_size=224,
-        batch_size=64,
-        label_budgets=(10, 50, 500),
-        description="a GPU, minutes per chapter (on a CPU, hours): real subsets at the networks' own 224 px, "
-        "large enough for the effects and accuracies each chapter claims",
+        train_per_class=100,
+        test_per_class=100,
+        epochs=4,
+        image_size=96,
+        batch_size=32,
+        label_budgets=(10, 50, 100),
+        description="the default without CUDA (a laptop, Binder): each chapter in at most 10 minutes on 2 CPU "
+        "cores, 100 real images per class at 96 px, enough to show and assert each chapter's lesson",
     ),
     "full": Profile(
         name="full",

@@ -1,0 +1,121 @@
+"""``make reference``: execute chapters in a profile and store them, with their provenance.
+
+Each chapter runs in a fresh kernel (nbclient, errors fatal), in its own folder, with the profile
+in ``TLBOOK_PROFILE``. A chapter that fails stores nothing and the others still run; every
+finished chapter is stored at once and its run time written to ``benchmarks/results.json``, so an
+interrupted run keeps what it finished.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+from . import store
+from .chapters import ROOT, chapter_id, code_fingerprint, code_sources, read_notebook
+
+# Run in the chapter's own kernel after its last cell, then removed: the kernel reports what it ran on.
+_PROBE = """\
+import json, platform, torch, torchvision, companion
+_p, _d = companion.get_profile(), companion.device.choose_device()
+print(json.dumps({"profile": _p.name, "profile_summary": str(_p), "device": companion.device.describe(_d),
+                  "gpu": torch.cuda.get_device_name(_d) if _d.type == "cuda" else None,
+                  "torch": torch.__version__, "torchvision": torchvision.__version__,
+                  "python": platform.python_version()}))"""
+
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def source_revision(md: Path) -> tuple[str, bool | None]:
+    """``(commit, dirty)``: HEAD, and whether the chapter or the companion differ from it.
+
+    Without git (a copy of the tree on a GPU machine) the commit comes from ``TLBOOK_COMMIT``.
+    """
+    commit = _git("rev-parse", "HEAD")
+    if commit is None:
+        return os.environ.get("TLBOOK_COMMIT", "unknown"), None
+    changes = _git("status", "--porcelain", "--", str(md.relative_to(ROOT)), "companion")
+    return commit, bool(changes)
+
+
+def execute(md: Path, profile: str, timeout: int) -> tuple[nbformat.NotebookNode, dict, float]:
+    """Run the chapter; return the executed notebook, what its kernel reported, and the seconds it took."""
+    nb = read_notebook(md)
+    nb.cells.append(nbformat.v4.new_code_cell(_PROBE))
+    os.environ.update(TLBOOK_PROFILE=profile, TLBOOK_PROGRESS="0")
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(md.parent)}})
+    start = time.perf_counter()
+    client.execute()
+    seconds = time.perf_counter() - start
+    probe = nb.cells.pop()
+    reported = json.loads("".join(o.get("text", "") for o in probe.outputs if o.output_type == "stream"))
+    return nb, reported, seconds
+
+
+def provenance(md: Path, nb: nbformat.NotebookNode, reported: dict, seconds: float) -> dict:
+    """Everything the page shows about this run, from the run itself."""
+    commit, dirty = source_revision(md)
+    return {
+        "chapter": chapter_id(md),
+        **reported,
+        "commit": commit,
+        "dirty": dirty,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(seconds, 1),
+        "cpu_count": os.cpu_count(),
+        "code_sha256": code_fingerprint(code_sources(nb)),
+        "companion_files": store.companion_files(),
+    }
+
+
+def record_seconds(prov: dict) -> None:
+    """Add the chapter's run time to ``benchmarks/results.json`` under its profile and device."""
+    from benchmarks import results_io
+
+    results = json.loads(results_io.RESULTS.read_text()) if results_io.RESULTS.exists() else {}
+    table = results.get("reference_seconds", {})
+    where = f"{prov['profile']} on {prov['gpu'] or 'CPU'} ({prov['cpu_count']} cores)"
+    entry = table.setdefault(where, {"device": prov["device"], "torch": prov["torch"], "chapters": {}})
+    entry["chapters"][prov["chapter"]] = {"seconds": prov["seconds"], "date": prov["date"][:10]}
+    results_io.update({"reference_seconds": table})
+
+
+def run_chapter(md: Path, profile: str, timeout: int = 1800, reference_dir: Path = store.REFERENCE_DIR) -> dict:
+    """Execute ``md`` in ``profile``, store it under ``reference_dir``; return its provenance."""
+    nb, reported, seconds = execute(md, profile, timeout)
+    if reported["profile"] != profile:
+        raise RuntimeError(f"the kernel ran profile {reported['profile']!r}, not {profile!r}")
+    prov = provenance(md, nb, reported, seconds)
+    nb.metadata[store.KEY] = prov
+    store.save(nb, store.reference_path(prov["chapter"], reference_dir))
+    return prov
+
+
+def run(chapters: list[Path], profile: str, timeout: int) -> int:
+    """Run and store each chapter in turn; return the number that failed."""
+    failed = 0
+    for md in chapters:
+        print(f"{chapter_id(md)}: executing in profile {profile!r} ...", flush=True)
+        try:
+            prov = run_chapter(md, profile, timeout)
+        except (CellExecutionError, RuntimeError, TimeoutError) as exc:
+            failed += 1
+            print(f"error: {chapter_id(md)} failed, nothing stored: {str(exc).strip().splitlines()[-1]}", flush=True)
+            continue
+        record_seconds(prov)
+        print(f"{prov['chapter']}: stored, {prov['seconds']:.0f} s on {prov['device']}", flush=True)
+    return failed
