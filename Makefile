@@ -9,10 +9,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONUNBUFFERED := 1
-# The website: chapters executed in the profile given (default: full on CUDA, quick elsewhere).
-BOOK_PROFILE ?= $(TLBOOK_PROFILE)
+# The website: the reference edition (book/_reference) where it is fresh; other chapters are
+# executed in BOOK_PROFILE (default smoke: a minute per chapter on a laptop) under a banner saying so.
+# STRICT=1 also counts a changed companion as stale.
+BOOK_PROFILE ?= $(or $(TLBOOK_PROFILE),smoke)
+STRICT ?=
 
-.PHONY: setup book test unit notebooks bench browser-check clean reference reference-status
+.PHONY: setup book test unit notebooks bench browser-check clean reference reference-stale reference-status
 
 setup: $(STAMP)
 
@@ -22,12 +25,8 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
-# Executed chapters are cached by content; a build in another profile must not reuse them.
 book: $(STAMP)
-	@profile="$(or $(BOOK_PROFILE),default)"; mkdir -p _build; \
-	if [ "$$(cat _build/.profile 2>/dev/null)" != "$$profile" ]; then rm -rf _build/.jupyter_cache _build/jupyter_execute; fi; \
-	echo "$$profile" > _build/.profile
-	TLBOOK_PROFILE=$(BOOK_PROFILE) TLBOOK_PROGRESS=0 $(BIN)/jupyter-book build . -W -n --keep-going
+	TLBOOK_PROFILE=$(BOOK_PROFILE) TLBOOK_PROGRESS=0 TLBOOK_STRICT_REFERENCES=$(STRICT) $(BIN)/jupyter-book build . -W -n --keep-going
 	@echo "website: $(abspath _build/html/index.html)"
 
 test: $(STAMP)
@@ -42,6 +41,9 @@ browser-check: $(STAMP)
 # quick elsewhere) and stored with their provenance. CHAPTER=three_modes runs one chapter.
 reference: $(STAMP)
 	$(BIN)/python -m edition run $(CHAPTER) $(if $(PROFILE),--profile $(PROFILE))
+
+reference-stale: $(STAMP)
+	$(BIN)/python -m edition run --stale $(if $(PROFILE),--profile $(PROFILE))
 
 reference-status: $(STAMP)
 	$(BIN)/python -m edition status

@@ -1,7 +1,9 @@
 """``python -m edition``: the reference edition from the command line.
 
     python -m edition run [CHAPTER ...] [--profile NAME] [--timeout S]   (make reference)
+    python -m edition run --stale                                        (make reference-stale)
     python -m edition status                                             (make reference-status)
+    python -m edition times                      (README's table of measured chapter times)
 """
 
 from __future__ import annotations
@@ -43,12 +45,19 @@ def main(argv: list[str] | None = None) -> int:
     run_p = sub.add_parser("run", help="execute chapters and store them as the reference edition")
     run_p.add_argument("chapters", nargs="*", help="chapter ids (default: all), e.g. three_modes")
     run_p.add_argument("--profile", help="smoke, quick or full (default: TLBOOK_PROFILE, else full on CUDA, quick elsewhere)")
+    run_p.add_argument("--stale", action="store_true", help="only the chapters without a fresh reference")
     run_p.add_argument("--timeout", type=int, default=1800, help="seconds one cell may take (default 1800)")
     sub.add_parser("status", help="fresh, stale or missing, for every chapter")
+    sub.add_parser("times", help="rewrite README's table of chapter run times from benchmarks/results.json")
     args = parser.parse_args(argv)
     try:
         if args.command == "status":
             return _status()
+        if args.command == "times":
+            from .times import update_readme
+
+            print("README.md: chapter times " + ("updated" if update_readme() else "already current"))
+            return 0
         from companion.errors import ProfileError
         from companion.profiles import get_profile
 
@@ -60,7 +69,14 @@ def main(argv: list[str] | None = None) -> int:
             profile = get_profile(args.profile).name
         except ProfileError as exc:
             raise SystemExit(str(exc)) from None
-        return 1 if run(_pick(args.chapters), profile, args.timeout) else 0
+        chosen = _pick(args.chapters)
+        if args.stale:
+            chosen = [md for md in chosen if not chapter_status(md).fresh]
+            print(f"stale or missing: {', '.join(chapters_mod.chapter_id(md) for md in chosen) or 'none'}")
+        return 1 if run(chosen, profile, args.timeout) else 0
+    except store.ReferenceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except SystemExit as exc:
         if isinstance(exc.code, str):
             print(f"error: {exc.code}", file=sys.stderr)

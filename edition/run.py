@@ -20,7 +20,8 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 from . import store
-from .chapters import ROOT, chapter_id, code_fingerprint, code_sources, read_notebook
+from .times import update_readme
+from .chapters import BOOK, ROOT, chapter_id, code_fingerprint, code_sources, read_notebook
 
 # Run in the chapter's own kernel after its last cell, then removed: the kernel reports what it ran on.
 _PROBE = """\
@@ -48,7 +49,11 @@ def source_revision(md: Path) -> tuple[str, bool | None]:
     commit = _git("rev-parse", "HEAD")
     if commit is None:
         return os.environ.get("TLBOOK_COMMIT", "unknown"), None
-    changes = _git("status", "--porcelain", "--", str(md.relative_to(ROOT)), "companion")
+    try:
+        chapter = [str(md.resolve().relative_to(ROOT))]
+    except ValueError:  # a chapter outside this checkout (tests): only the companion is checked
+        chapter = []
+    changes = _git("status", "--porcelain", "--", *chapter, "companion")
     return commit, bool(changes)
 
 
@@ -56,21 +61,21 @@ def execute(md: Path, profile: str, timeout: int) -> tuple[nbformat.NotebookNode
     """Run the chapter; return the executed notebook, what its kernel reported, and the seconds it took."""
     nb = read_notebook(md)
     nb.cells.append(nbformat.v4.new_code_cell(_PROBE))
-    os.environ.update(TLBOOK_PROFILE=profile, TLBOOK_PROGRESS="0")
+    env = {**os.environ, "TLBOOK_PROFILE": profile, "TLBOOK_PROGRESS": "0"}
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(md.parent)}})
     start = time.perf_counter()
-    client.execute()
+    client.execute(env=env)
     seconds = time.perf_counter() - start
     probe = nb.cells.pop()
     reported = json.loads("".join(o.get("text", "") for o in probe.outputs if o.output_type == "stream"))
     return nb, reported, seconds
 
 
-def provenance(md: Path, nb: nbformat.NotebookNode, reported: dict, seconds: float) -> dict:
+def provenance(md: Path, nb: nbformat.NotebookNode, reported: dict, seconds: float, book: Path = BOOK) -> dict:
     """Everything the page shows about this run, from the run itself."""
     commit, dirty = source_revision(md)
     return {
-        "chapter": chapter_id(md),
+        "chapter": chapter_id(md, book),
         **reported,
         "commit": commit,
         "dirty": dirty,
@@ -94,12 +99,14 @@ def record_seconds(prov: dict) -> None:
     results_io.update({"reference_seconds": table})
 
 
-def run_chapter(md: Path, profile: str, timeout: int = 1800, reference_dir: Path = store.REFERENCE_DIR) -> dict:
+def run_chapter(
+    md: Path, profile: str, timeout: int = 1800, reference_dir: Path = store.REFERENCE_DIR, book: Path = BOOK
+) -> dict:
     """Execute ``md`` in ``profile``, store it under ``reference_dir``; return its provenance."""
     nb, reported, seconds = execute(md, profile, timeout)
     if reported["profile"] != profile:
         raise RuntimeError(f"the kernel ran profile {reported['profile']!r}, not {profile!r}")
-    prov = provenance(md, nb, reported, seconds)
+    prov = provenance(md, nb, reported, seconds, book)
     nb.metadata[store.KEY] = prov
     store.save(nb, store.reference_path(prov["chapter"], reference_dir))
     return prov
@@ -117,5 +124,6 @@ def run(chapters: list[Path], profile: str, timeout: int) -> int:
             print(f"error: {chapter_id(md)} failed, nothing stored: {str(exc).strip().splitlines()[-1]}", flush=True)
             continue
         record_seconds(prov)
+        update_readme()
         print(f"{prov['chapter']}: stored, {prov['seconds']:.0f} s on {prov['device']}", flush=True)
     return failed

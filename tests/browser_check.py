@@ -1,6 +1,7 @@
 """Open the built website's index and every chapter in headless Chromium, screenshot them, and
 fail if a page shows a Python traceback or error output, links to a page or file that does not
-exist, or shows an image that is missing.
+exist, shows an image that is missing, or has code cells but no provenance header saying where
+its outputs came from (the reference edition, or a build run under a banner).
 
 Usage: python tests/browser_check.py [SITE_DIR]   (default _build/html; run `make book` first)
 
@@ -117,6 +118,8 @@ def check_page(binary: str, site: Path, base: str, page: Path, shots: Path, prof
     for marker in ERROR_MARKERS:
         if marker in dom:
             problems.append(f"shows error output ({marker!r})")
+    if 'class="cell docutils container' in dom and "tlbook-provenance" not in dom:
+        problems.append("a page with code cells but no provenance header (where its outputs came from)")
     parsed = _Page()
     parsed.feed(dom)
     for href in parsed.links:

@@ -2,9 +2,10 @@
 
 Usage: python tests/chapters_to_notebooks.py OUT_DIR
 
-A chapter is any book/**/*.md whose front matter has a jupytext ``kernelspec``; a chapter added
-later is picked up without touching this script or the Makefile. The notebooks are written
-next to nothing of the book: OUT_DIR is emptied first, so a removed chapter is not run again.
+A chapter is any book/**/*.md whose front matter has a jupytext ``kernelspec`` (outside ``_``
+folders such as the stored reference edition, see ``edition.chapters``); a chapter added later
+is picked up without touching this script or the Makefile. The notebooks are written next to
+nothing of the book: OUT_DIR is emptied first, so a removed chapter is not run again.
 """
 
 from __future__ import annotations
@@ -16,16 +17,8 @@ from pathlib import Path
 import jupytext
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def chapters(book: Path = ROOT / "book") -> list[Path]:
-    """Every MyST notebook under ``book``, sorted."""
-    found = []
-    for md in sorted(book.rglob("*.md")):
-        head = md.read_text(encoding="utf-8").split("\n---", 1)[0]
-        if md.read_text(encoding="utf-8").startswith("---") and "kernelspec:" in head:
-            found.append(md)
-    return found
+sys.path.insert(0, str(ROOT))
+from edition.chapters import chapters  # noqa: E402  (one definition of "a chapter", shared with the build)
 
 
 def main(out: str) -> int:

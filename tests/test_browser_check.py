@@ -24,10 +24,11 @@ def test_finds_tracebacks_broken_links_and_missing_images(tmp_path: Path):
     (site / "index.html").write_text('<meta http-equiv="Refresh" content="0; url=book/good.html" />')
     (site / "book" / "good.html").write_text(
         '<html><body><h1 id="top">Fine</h1><a href="bad.html">bad</a><a href="#top">up</a>'
+        '<div class="admonition warning tlbook-provenance">Executed in ...</div><div class="cell docutils container">x</div>'
         '<img src="logo.svg" width="200"><p>' + "text " * 400 + "</p></body></html>"
     )
     (site / "book" / "bad.html").write_text(
-        '<html><body><div class="cell_output"><pre>Traceback (most recent call last):\nValueError: boom</pre></div>'
+        '<html><body><div class="cell docutils container"><div class="cell_output"><pre>Traceback (most recent call last):\nValueError: boom</pre></div></div>'
         '<a href="missing.html">gone</a><a href="#nowhere">anchor</a><img src="missing.png"></body></html>'
     )
     shots = tmp_path / "shots"
@@ -43,5 +44,5 @@ def test_finds_tracebacks_broken_links_and_missing_images(tmp_path: Path):
     assert problems["index.html"] == [] and problems["good.html"] == []
     bad = " | ".join(problems["bad.html"])
     assert "Traceback" in bad and "broken link missing.html" in bad and "missing image missing.png" in bad
-    assert "#nowhere" in bad
+    assert "#nowhere" in bad and "no provenance header" in bad
     assert (shots / "book__good.png").stat().st_size > 5000

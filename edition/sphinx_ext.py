@@ -1,0 +1,99 @@
+"""Jupyter Book extension: chapters with a fresh reference are rendered from it, the others carry a banner.
+
+How a fresh chapter avoids execution: before myst-nb reads the page, its stored outputs are put into
+the build's execution cache (jupyter-cache) under the hash of the page's own code cells, read
+with myst-nb's own reader; myst-nb then finds them there, as for any cached notebook, and executes
+nothing. A stale or missing chapter gets a hidden code cell keyed on profile, device and companion
+(:func:`edition.banner.cache_key_cell`), so it never matches a reference and never re-uses outputs of
+other code. Every chapter page is re-read on every build: its header depends on files Sphinx does
+not track (the references, the companion).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sphinx.application import Sphinx
+from sphinx.errors import ExtensionError
+from sphinx.util import logging
+
+from . import banner, store
+from .chapters import chapter_id, chapters
+from .status import chapter_status
+
+logger = logging.getLogger(__name__)
+
+
+def _build_device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    if torch.backends.mps.is_available():
+        return "an Apple GPU (MPS)"
+    return "a CPU"
+
+
+def on_builder_inited(app: Sphinx) -> None:
+    """Decide fresh / stale / missing for every chapter, once; an unreadable reference stops the build."""
+    book = Path(app.srcdir) / "book"
+    reference_dir = Path(app.config.tlbook_reference_dir or book / "_reference")
+    companion = store.companion_files()
+    app.tlbook_status = {}
+    for md in chapters(book):
+        try:
+            status = chapter_status(md, reference_dir, book, companion)
+        except store.ReferenceError as exc:
+            raise ExtensionError(str(exc)) from None
+        app.tlbook_status[f"book/{chapter_id(md, book)}"] = status
+        logger.info(f"[reference edition] {status.chapter}: {status.state} ({status.reason})")
+    app.tlbook_companion = companion
+
+
+def on_env_get_outdated(app: Sphinx, env, added, changed, removed) -> list[str]:
+    return [doc for doc in getattr(app, "tlbook_status", {}) if doc in env.found_docs]
+
+
+def _prime_cache(app: Sphinx, docname: str, text: str, status) -> None:
+    """Store the reference's outputs in the execution cache, keyed as myst-nb will key this page."""
+    from jupyter_cache import get_cache
+    from jupyter_cache.base import CacheBundleIn
+    from myst_nb.core.read import create_nb_reader
+
+    env = app.env
+    path = env.doc2path(docname)
+    nb = create_nb_reader(str(path), env.myst_config, env.mystnb_config, text).read(text)
+    cells = [cell for cell in nb.cells if cell.cell_type == "code"]
+    stored = [cell for cell in status.notebook.cells if cell.cell_type == "code"]
+    if len(cells) != len(stored):  # cannot happen for a fresh reference; refuse rather than misalign
+        raise ExtensionError(f"{status.reference_path}: {len(stored)} code cells stored, the page has {len(cells)}")
+    for cell, ran in zip(cells, stored):
+        cell.outputs, cell.execution_count = ran.outputs, ran.get("execution_count")
+    cache = get_cache(env.mystnb_config.execution_cache_path or ".jupyter_cache")
+    bundle = CacheBundleIn(nb, str(path), data={"execution_seconds": status.provenance["seconds"]})
+    cache.cache_notebook_bundle(bundle, check_validity=False, overwrite=True)
+
+
+def on_source_read(app: Sphinx, docname: str, source: list[str]) -> None:
+    status = getattr(app, "tlbook_status", {}).get(docname)
+    if status is None:
+        return
+    if status.fresh:
+        text = banner.insert_under_title(source[0], banner.reference_header(status.provenance, status.changed_companion))
+        _prime_cache(app, docname, text, status)
+    else:
+        from companion.profiles import get_profile
+
+        profile, device = get_profile(), _build_device()
+        block = banner.build_banner(profile, device, status.reason, status.provenance)
+        block += "\n" + banner.cache_key_cell(profile.name, device, app.tlbook_companion)
+        text = banner.insert_under_title(source[0], block)
+    source[0] = text
+
+
+def setup(app: Sphinx) -> dict:
+    app.add_config_value("tlbook_reference_dir", "", "env")
+    app.connect("builder-inited", on_builder_inited)
+    app.connect("env-get-outdated", on_env_get_outdated)
+    app.connect("source-read", on_source_read)
+    return {"parallel_read_safe": False, "parallel_write_safe": True}

@@ -1,0 +1,212 @@
+"""The published edition: stored reference runs, fresh vs stale, headers and banners, and a real build.
+
+The chapter used here is a tiny MyST notebook in a temporary book; it is executed for real by
+``edition.run`` (a kernel, the companion imported), so the stored reference is what ``make
+reference`` writes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edition import banner, chapters, run, status, store, times  # noqa: E402
+
+CHAPTER = """---
+jupytext:
+  text_representation: {extension: .md, format_name: myst}
+kernelspec: {display_name: Python 3, language: python, name: python3}
+---
+
+# A tiny chapter
+
+Some prose.
+
+```{code-cell} ipython3
+print("answer", 6 * 7)
+```
+
+More prose.
+"""
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    """A book with one chapter and its reference run (smoke), as ``make reference`` stores it."""
+    book_root = tmp_path_factory.mktemp("tinybook")
+    book = book_root / "book"
+    book.mkdir()
+    (book / "tiny.md").write_text(CHAPTER)
+    prov = run.run_chapter(book / "tiny.md", "smoke", timeout=120, reference_dir=book / "_reference", book=book)
+    return book_root, prov
+
+
+def _copy(stored, tmp_path) -> Path:
+    root = tmp_path / "copy"
+    shutil.copytree(stored[0], root)
+    return root
+
+
+def test_reference_records_its_run(stored):
+    root, prov = stored
+    nb, loaded = store.load(root / "book" / "_reference" / "tiny.ipynb")
+    assert loaded == prov and prov["chapter"] == "tiny" and prov["profile"] == "smoke"
+    assert prov["device"].startswith(("cpu", "cuda", "mps")) and prov["torch"] and prov["seconds"] > 0
+    assert prov["companion_files"] == store.companion_files()
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert [o["text"] for o in outputs] == ["answer 42\n"]  # the probe cell is not stored
+    assert len([c for c in nb.cells if c.cell_type == "code"]) == 1
+
+
+def test_fresh_until_the_code_changes(stored, tmp_path):
+    root = _copy(stored, tmp_path)
+    md = root / "book" / "tiny.md"
+    check = lambda: status.chapter_status(md, root / "book" / "_reference", root / "book")  # noqa: E731
+    assert check().state == "fresh" and check().changed_companion == ()
+    md.write_text(CHAPTER.replace("Some prose.", "Other, better prose."))
+    assert check().fresh, "prose edits keep the reference"
+    md.write_text(CHAPTER.replace("6 * 7", "6 * 9"))
+    stale = check()
+    assert stale.state == "stale" and "code changed" in stale.reason and stale.provenance["chapter"] == "tiny"
+    md.write_text(CHAPTER.replace("```\n\nMore", "```\n\n```{code-cell} ipython3\nprint(1)\n```\n\nMore"))
+    assert check().state == "stale", "an added code cell counts"
+    (root / "book" / "_reference" / "tiny.ipynb").unlink()
+    assert check().state == "missing"
+
+
+def test_a_changed_companion_is_named_or_strict(stored, tmp_path):
+    root = _copy(stored, tmp_path)
+    md, refs, book = root / "book" / "tiny.md", root / "book" / "_reference", root / "book"
+    companion = dict(store.companion_files(), **{"train.py": "edited"})
+    lenient = status.chapter_status(md, refs, book, companion, strict=False)
+    assert lenient.fresh and lenient.changed_companion == ("train.py",)
+    assert "train.py" in banner.reference_header(lenient.provenance, lenient.changed_companion)
+    strict = status.chapter_status(md, refs, book, companion, strict=True)
+    assert strict.state == "stale" and "train.py" in strict.reason
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [(b"\x89PNG\r\n\x1a\n\x00garbage", "cannot be read"), (b'{"cells": [', "cannot be read"), (None, "no provenance")],
+)
+def test_an_unreadable_reference_is_a_clear_error(stored, tmp_path, content, expected):
+    root = _copy(stored, tmp_path)
+    path = root / "book" / "_reference" / "tiny.ipynb"
+    if content is None:
+        nb = nbformat.read(path, as_version=4)
+        del nb.metadata[store.KEY]
+        nbformat.write(nb, path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(store.ReferenceError) as error:
+        status.chapter_status(root / "book" / "tiny.md", path.parent, root / "book")
+    message = str(error.value)
+    assert expected in message and str(path) in message and "make reference CHAPTER=tiny" in message
+    assert "\n" not in message
+
+
+def test_headers_say_what_ran_where():
+    prov = {"profile": "quick", "profile_summary": "profile 'quick': 100 train", "device": "cpu (x86_64, 2 threads), fp32",
+            "gpu": None, "torch": "2.14.1", "commit": "0123456789abcdef", "dirty": False,
+            "date": "2026-11-23T15:00:00+00:00", "seconds": 312.4}
+    cpu = banner.reference_header(prov)
+    assert "`quick` run on a CPU" in cpu and "pending" in cpu and "5 min 12 s" in cpu and "0123456789" in cpu
+    assert banner.CSS_CLASS in cpu and ":class: warning" in cpu
+    gpu = banner.reference_header(dict(prov, profile="full", gpu="NVIDIA H100", device="cuda:0 (NVIDIA H100)"))
+    assert "reference run on NVIDIA H100" in gpu and "pending" not in gpu and ":class: tip" in gpu
+
+
+def test_the_header_goes_under_the_title():
+    text = banner.insert_under_title(CHAPTER, "BLOCK\n")
+    assert text.index("# A tiny chapter") < text.index("BLOCK") < text.index("Some prose.")
+    no_title = CHAPTER.replace("# A tiny chapter\n", "").replace('print("answer"', '# not a title\nprint("answer"')
+    text = banner.insert_under_title(no_title, "BLOCK\n")
+    assert text.index("BLOCK") < text.index("Some prose.")  # after the front matter, not in the code
+
+
+def test_the_cache_key_follows_profile_device_and_companion():
+    files = store.companion_files()
+    key = banner.cache_key_cell("smoke", "a CPU", files)
+    assert key != banner.cache_key_cell("quick", "a CPU", files)
+    assert key != banner.cache_key_cell("smoke", "NVIDIA H100", files)
+    assert key != banner.cache_key_cell("smoke", "a CPU", dict(files, **{"data.py": "edited"}))
+    assert ":tags: [remove-cell]" in key
+
+
+def test_every_book_chapter_is_found():
+    found = {chapters.chapter_id(md) for md in chapters.chapters()}
+    assert {"first_transfer", "three_modes", "ecommerce", "performance"} <= found
+    assert not any(name.startswith("_") for name in found)
+
+
+def _build(root: Path) -> str:
+    (root / "_config.yml").write_text(
+        "title: tiny\nonly_build_toc_files: true\nexecute:\n  execute_notebooks: cache\n  timeout: 120\n"
+        f"sphinx:\n  local_extensions:\n    edition: {ROOT}\n  config:\n    nb_execution_raise_on_error: true\n"
+    )
+    (root / "_toc.yml").write_text("format: jb-book\nroot: book/tiny\n")
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "jupyter-book"), "build", str(root), "-W", "-n", "--keep-going"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return (root / "_build" / "html" / "book" / "tiny.html").read_text()
+
+
+@pytest.mark.slow
+def test_the_website_shows_a_fresh_reference_and_executes_a_stale_chapter(stored, tmp_path):
+    root = _copy(stored, tmp_path)
+    path = root / "book" / "_reference" / "tiny.ipynb"
+    nb = nbformat.read(path, as_version=4)  # mark the stored output: the page must show it, not a re-run
+    nb.cells[[c.cell_type for c in nb.cells].index("code")].outputs[0]["text"] = "answer from the stored run\n"
+    nbformat.write(nb, path)
+    html = _build(root)
+    assert "answer from the stored run" in html and "answer 42" not in html, "a fresh chapter is not executed"
+    assert banner.CSS_CLASS in html and "Executed in the" in html and "smoke" in html
+    (root / "book" / "tiny.md").write_text(CHAPTER.replace("6 * 7", "6 * 7 + 0"))
+    html = _build(root)
+    assert "answer 42" in html and "answer from the stored run" not in html, "a stale chapter runs at build time"
+    assert banner.CSS_CLASS in html and "executed while" in html and "not shown" in html
+    assert "code changed since the reference run" in html
+
+
+def test_results_json_keeps_reference_times_per_profile_and_device(stored, monkeypatch, tmp_path):
+    from benchmarks import results_io
+
+    monkeypatch.setattr(results_io, "RESULTS", tmp_path / "results.json")
+    prov = dict(stored[1], cpu_count=2)
+    run.record_seconds(prov)
+    run.record_seconds(dict(prov, chapter="other", seconds=3.0))
+    saved = json.loads((tmp_path / "results.json").read_text())["reference_seconds"]
+    assert list(saved) == ["smoke on CPU (2 cores)"] if not prov["gpu"] else True
+    chapters_seen = next(iter(saved.values()))["chapters"]
+    assert chapters_seen["tiny"]["seconds"] == prov["seconds"] and chapters_seen["other"]["seconds"] == 3.0
+
+
+def test_readme_chapter_times_are_the_measured_ones():
+    """The README's table is what the runs wrote to results.json, not typed in (nor left behind)."""
+    readme = (ROOT / "README.md").read_text()
+    shown = readme.split(times.START, 1)[1].split(times.END, 1)[0].strip()
+    assert shown == times.table(json.loads(times.RESULTS.read_text())), "run `python -m edition times`"
+    assert "quick, CPU" in shown or "full, " in shown, "some reference run has been measured"
+    assert ":start-after: do not edit -->" in (ROOT / "book" / "how_to_use.md").read_text()  # the page includes it
+
+
+def test_times_table_layout():
+    results = {"book_smoke_seconds_per_chapter": {"a": 61.0}, "environment": {"cores": 2},
+               "reference_seconds": {"full on NVIDIA H100 (16 cores)": {"chapters": {"b": {"seconds": 300.4}}}}}
+    assert times.table(results).splitlines() == [
+        "| chapter | smoke, CPU (2 cores) | full, NVIDIA H100 (16 cores) |",
+        "| --- | ---: | ---: |",
+        "| `a` | 1:01 | — |",
+        "| `b` | — | 5:00 |",
+    ]
