@@ -53,14 +53,14 @@ PROFILES: dict[str, Profile] = {
     ),
     "quick": Profile(
         name="quick",
-        train_per_class=100,
+        train_per_class=50,
         test_per_class=100,
         epochs=4,
         image_size=96,
         batch_size=32,
-        label_budgets=(10, 50, 100),
+        label_budgets=(10, 50),
         description="the default without CUDA (a laptop, Binder): each chapter in at most 10 minutes on 2 CPU "
-        "cores, 100 real images per class at 96 px, enough to show and assert each chapter's lesson",
+        "cores, 50 labelled real images per class at 96 px, enough to show and assert each chapter's lesson",
     ),
     "full": Profile(
         name="full",

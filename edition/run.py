@@ -23,6 +23,13 @@ from . import store
 from .times import update_readme
 from .chapters import BOOK, ROOT, chapter_id, code_fingerprint, code_sources, read_notebook
 
+FAILED_DIR = ROOT / "_build" / "reference-failed"
+
+
+class ChapterFailed(Exception):
+    """A chapter's run stopped at a failing cell; nothing was stored as its reference."""
+
+
 # Run in the chapter's own kernel after its last cell, then removed: the kernel reports what it ran on.
 _PROBE = """\
 import json, platform, torch, torchvision, companion
@@ -58,13 +65,23 @@ def source_revision(md: Path) -> tuple[str, bool | None]:
 
 
 def execute(md: Path, profile: str, timeout: int) -> tuple[nbformat.NotebookNode, dict, float]:
-    """Run the chapter; return the executed notebook, what its kernel reported, and the seconds it took."""
+    """Run the chapter; return the executed notebook, what its kernel reported, and the seconds it took.
+
+    Raises:
+        ChapterFailed: a cell failed; the notebook executed so far is kept in ``FAILED_DIR``.
+    """
     nb = read_notebook(md)
     nb.cells.append(nbformat.v4.new_code_cell(_PROBE))
     env = {**os.environ, "TLBOOK_PROFILE": profile, "TLBOOK_PROGRESS": "0"}
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(md.parent)}})
     start = time.perf_counter()
-    client.execute(env=env)
+    try:
+        client.execute(env=env)
+    except (CellExecutionError, TimeoutError) as exc:
+        kept = FAILED_DIR / f"{chapter_id(md, md.parent)}.ipynb"
+        store.save(nb, kept)
+        last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise ChapterFailed(f"{last} (the outputs so far are in {kept})") from None
     seconds = time.perf_counter() - start
     probe = nb.cells.pop()
     reported = json.loads("".join(o.get("text", "") for o in probe.outputs if o.output_type == "stream"))
@@ -119,9 +136,9 @@ def run(chapters: list[Path], profile: str, timeout: int) -> int:
         print(f"{chapter_id(md)}: executing in profile {profile!r} ...", flush=True)
         try:
             prov = run_chapter(md, profile, timeout)
-        except (CellExecutionError, RuntimeError, TimeoutError) as exc:
+        except (ChapterFailed, RuntimeError) as exc:
             failed += 1
-            print(f"error: {chapter_id(md)} failed, nothing stored: {str(exc).strip().splitlines()[-1]}", flush=True)
+            print(f"error: {chapter_id(md)} failed, nothing stored: {exc}", flush=True)
             continue
         record_seconds(prov)
         update_readme()
