@@ -210,3 +210,15 @@ def test_times_table_layout():
         "| `a` | 1:01 | — |",
         "| `b` | — | 5:00 |",
     ]
+
+
+def test_a_failing_chapter_stores_nothing_and_keeps_its_partial_run(tmp_path, monkeypatch):
+    book = tmp_path / "book"
+    book.mkdir()
+    (book / "broken.md").write_text(CHAPTER.replace('print("answer", 6 * 7)', 'print("before")\nassert 6 * 7 == 43, "arithmetic"'))
+    monkeypatch.setattr(run, "FAILED_DIR", tmp_path / "failed")
+    with pytest.raises(run.ChapterFailed, match="arithmetic.*outputs so far are in"):
+        run.run_chapter(book / "broken.md", "smoke", timeout=120, reference_dir=book / "_reference", book=book)
+    assert not (book / "_reference").exists()
+    kept = nbformat.read(tmp_path / "failed" / "broken.ipynb", as_version=4)
+    assert any("before" in o.get("text", "") for c in kept.cells if c.cell_type == "code" for o in c.outputs)
