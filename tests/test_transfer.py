@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from companion import data, models, train, transfer
+from companion.errors import CheckpointError
 
 
 def _grads(model):
@@ -106,7 +107,7 @@ def test_transferable_state_leaves_out_head_and_mismatches():
     assert len(state) == len(source) - 2
     target.load_state_dict(state, strict=False)
     assert torch.equal(target.features[0].weight, source["features.0.weight"])
-    with pytest.raises(Exception):
+    with pytest.raises(CheckpointError, match="class-count mismatch: the checkpoint has 6 classes, the model 4"):
         train.load_weights(target, source)  # the 6-class head does not fit a 4-class model
 
 
