@@ -20,7 +20,7 @@ def _duration(seconds: float) -> str:
 
 
 def _where(prov: dict) -> str:
-    return prov["gpu"] or prov["device"]
+    return prov["gpu"] or "a CPU"
 
 
 def _sizes(summary: str) -> str:
