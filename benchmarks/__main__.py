@@ -22,3 +22,6 @@ if __name__ == "__main__":
         figures = importlib.import_module(f"benchmarks.{name}").run()
         results_io.update(figures)  # after each, so a later failure loses nothing
     print(f"written to {results_io.RESULTS}")
+    from edition.times import update_readme  # the README's table of chapter times comes from these figures
+
+    update_readme()
