@@ -1,7 +1,9 @@
 """The book's wiring: every chapter is in the table of contents and starts honestly."""
 
+import sys
 from pathlib import Path
 
+import jupytext
 import yaml
 from chapters_to_notebooks import chapters  # tests/ is on sys.path (pytest's rootdir-less import mode)
 
@@ -26,10 +28,27 @@ def test_every_chapter_is_in_the_toc_and_exists():
         assert (ROOT / f"{entry}.md").exists(), f"_toc.yml names {entry}, which does not exist"
 
 
-def test_every_chapter_prints_profile_device_and_sources():
+def test_every_chapter_starts_with_profile_and_device_and_asserts_its_claims():
     found = chapters()
     assert len(found) >= 1
     for md in found:
-        text = md.read_text()
-        assert "companion.start_chapter(" in text, f"{md.name} must start with companion.start_chapter()"
-        assert "assert " in text, f"{md.name} asserts none of its claims"
+        code = [c.source for c in jupytext.read(md).cells if c.cell_type == "code"]
+        assert "companion.start_chapter(" in code[0], f"{md.name}: the first code cell must call companion.start_chapter()"
+        assert any(line.lstrip().startswith("assert ") for cell in code for line in cell.splitlines()), \
+            f"{md.name} asserts none of its claims"
+
+
+def test_stored_runs_print_profile_device_and_sources_first():
+    """What a reader sees at the top of each stored run: the profile, the device, then where data and weights came from."""
+    sys.path.insert(0, str(ROOT))
+    from edition import store
+
+    references = sorted(store.REFERENCE_DIR.glob("*.ipynb"))
+    assert references, "no stored reference run"
+    for path in references:
+        nb, prov = store.load(path)
+        outputs = ["".join(o.get("text", "")) for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+        assert outputs[0].startswith("profile : profile '" + prov["profile"] + "'"), path.name
+        assert "device  : " + prov["device"] in outputs[0], path.name
+        if path.stem != "performance":  # the appendix loads no dataset or weights
+            assert any(line.startswith(("[data] ", "[weights] ")) for out in outputs for line in out.splitlines()), path.name
