@@ -51,6 +51,35 @@ def test_feature_mode_with_pretrained_backbone_separates_real_photos(photo_folde
     assert config["mode"] == "feature" and model.classifier.out_features == 2
 
 
+def test_predict_prints_the_eval_mode_probabilities_every_time(photo_folder: Path, tmp_path: Path, capsys):
+    """``predict`` gives what the saved model in eval mode gives, and the same line twice.
+
+    A model left in training mode fails this: batch-norm would normalise each image with its own
+    statistics instead of the stored ones, and dropout would change the output run to run.
+    """
+    import torch
+    from PIL import Image
+
+    from companion import models
+
+    out = tmp_path / "feature"
+    assert cli.main(["train", str(photo_folder), "--model", "efficientnet_lite0", "--mode", "feature", "--epochs", "2",
+                     "--image-size", "64", "--device", "cpu", "--batch-size", "8", "--out", str(out)]) == 0
+    cat = next((photo_folder / "chelsea").glob("*.png"))
+    capsys.readouterr()
+    assert cli.main(["predict", str(out), str(cat), "--top-k", "2"]) == 0
+    first = capsys.readouterr().out.strip().splitlines()[-1]
+    assert cli.main(["predict", str(out), str(cat), "--top-k", "2"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == first
+
+    model, config = cli.load_run(out)
+    transform = models.eval_transform(config["model"], config["image_size"])
+    with torch.inference_mode(), Image.open(cat) as im:
+        probs = model.eval()(transform(im.convert("RGB")).unsqueeze(0)).softmax(1)[0]
+    expected = ", ".join(f"{config['classes'][i]} {float(probs[i]):.3f}" for i in probs.argsort(descending=True))
+    assert first == f"{cat}: {expected}"
+
+
 def test_resume_continues_and_existing_run_is_protected(photo_folder: Path, tmp_path: Path, capsys):
     run = tmp_path / "run"
     assert cli.main(["train", str(photo_folder), *FAST, "--epochs", "2", "--out", str(run)]) == 0
