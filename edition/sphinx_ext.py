@@ -82,9 +82,14 @@ def on_source_read(app: Sphinx, docname: str, source: list[str]) -> None:
         text = banner.insert_under_title(source[0], banner.reference_header(status.provenance, status.changed_companion))
         _prime_cache(app, docname, text, status)
     else:
+        from companion.errors import ProfileError
         from companion.profiles import get_profile
 
-        profile, device = get_profile(), _build_device()
+        try:
+            profile = get_profile()
+        except ProfileError as exc:  # BOOK_PROFILE=typo: say so instead of a traceback
+            raise ExtensionError(f"{exc} (make book BOOK_PROFILE=...)") from None
+        device = _build_device()
         block = banner.build_banner(profile, device, status.reason, status.provenance)
         block += "\n" + banner.cache_key_cell(profile.name, device, app.tlbook_companion)
         text = banner.insert_under_title(source[0], block)
