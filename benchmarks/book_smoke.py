@@ -10,27 +10,19 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
-import jupytext
-import nbformat
 from nbclient import NotebookClient
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def run() -> dict:
-    import sys
-
-    sys.path.insert(0, str(ROOT / "tests"))
-    from chapters_to_notebooks import chapters
+    from edition.chapters import chapters, read_notebook
 
     os.environ.update(TLBOOK_PROFILE="smoke", TLBOOK_PROGRESS="0")
     seconds = {}
     for md in chapters():
         if md.stem == "performance":  # the appendix only displays these figures
             continue
-        nb = nbformat.reads(jupytext.writes(jupytext.read(md), fmt="ipynb"), as_version=4)
+        nb = read_notebook(md)
         t0 = time.perf_counter()
         NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(md.parent)}}).execute()
         seconds[md.stem] = round(time.perf_counter() - t0, 1)

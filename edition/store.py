@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import nbformat
@@ -64,20 +62,11 @@ def load(path: Path) -> tuple[nbformat.NotebookNode, dict]:
 
 
 def save(nb: nbformat.NotebookNode, path: Path) -> None:
-    """Write ``nb`` to ``path`` atomically (temporary file, fsync, rename): never half a notebook."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``nb`` to ``path`` atomically (the companion's ``atomic_write``): never half a notebook."""
+    from companion.train import atomic_write
+
     text = nbformat.writes(nb) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def dumps_provenance(provenance: dict) -> str:
