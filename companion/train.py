@@ -393,6 +393,12 @@ def fit(
                 + (f"  val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.3f}" if val_loader is not None else "")
                 + f"  {record['seconds']:.1f}s"
             )
+        if early_stopping is not None and val_loader is not None:  # keep the weights just evaluated
+            if record["val_loss"] < best[0]:
+                best = (record["val_loss"], {k: v.detach().clone() for k, v in model.state_dict().items()})
+                stale = 0
+            else:
+                stale += 1
         if epoch_end is not None:
             epoch_end(epoch, model, optimizer)
         if checkpoint is not None:
@@ -406,16 +412,10 @@ def fit(
                 checkpoint, model, optimizer=optimizer.state_dict(), epoch=epoch, history=history,
                 torch_rng=torch.get_rng_state(), **extra,
             )
-        if early_stopping is not None and val_loader is not None:
-            if record["val_loss"] < best[0]:
-                best = (record["val_loss"], {k: v.detach().clone() for k, v in model.state_dict().items()})
-                stale = 0
-            else:
-                stale += 1
-                if stale >= early_stopping:
-                    if verbose:
-                        print(f"early stopping after epoch {epoch + 1}: no better validation loss for {stale} epochs")
-                    break
+        if early_stopping is not None and val_loader is not None and stale >= early_stopping:
+            if verbose:
+                print(f"early stopping after epoch {epoch + 1}: no better validation loss for {stale} epochs")
+            break
     if best[1] is not None:
         model.load_state_dict(best[1])
     return history

@@ -25,6 +25,13 @@ from .train import _forward_batches, _model_device, atomic_write
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
+def under(name: str, prefixes: Iterable[str]) -> bool:
+    """Whether the dotted ``name`` is one of ``prefixes`` or inside one of them, on whole
+    components: ``"features.1"`` holds ``"features.1.weight"`` but not ``"features.10.weight"``
+    (a plain ``str.startswith`` would take both, and so every layer from 10 to 19)."""
+    return any(name == p.rstrip(".") or name.startswith(p.rstrip(".") + ".") for p in prefixes)
+
+
 # ----------------------------------------------------------------------------- feature transfer
 
 
@@ -83,18 +90,18 @@ def load_probe_head(model: nn.Module, name: str, probe: nn.Module) -> nn.Module:
 
 
 def freeze(model: nn.Module, except_: Sequence[str] = ()) -> nn.Module:
-    """Stop gradients for every parameter except those whose name starts with a prefix in
-    ``except_`` (e.g. ``("classifier",)``). Frozen batch-norm layers are kept in eval mode by
+    """Stop gradients for every parameter except those under a prefix in ``except_`` (whole
+    dotted components, e.g. ``("classifier",)``; see :func:`under`). Frozen batch-norm layers are kept in eval mode by
     :func:`companion.train.fit`."""
     for name, p in model.named_parameters():
-        p.requires_grad = any(name.startswith(prefix) for prefix in except_)
+        p.requires_grad = under(name, except_)
     return model
 
 
 def unfreeze(model: nn.Module, prefixes: Sequence[str] | None = None) -> nn.Module:
-    """Let gradients flow again into parameters whose name starts with one of ``prefixes`` (all if ``None``)."""
+    """Let gradients flow again into parameters under one of ``prefixes`` (all if ``None``)."""
     for name, p in model.named_parameters():
-        if prefixes is None or any(name.startswith(prefix) for prefix in prefixes):
+        if prefixes is None or under(name, prefixes):
             p.requires_grad = True
     return model
 
@@ -126,7 +133,7 @@ def transferable_state(
     own = target.state_dict()
     return {
         k: v for k, v in source.items()
-        if k in own and own[k].shape == v.shape and not any(k.startswith(prefix) for prefix in exclude)
+        if k in own and own[k].shape == v.shape and not under(k, exclude)
     }
 
 
@@ -161,7 +168,7 @@ def discriminative_param_groups(
     all_stages = stages(name)
     groups, taken = [], set()
     for depth, stage in enumerate(reversed(all_stages), start=1):
-        params = [p for n, p in model.named_parameters() if p.requires_grad and any(n.startswith(s) for s in stage)]
+        params = [p for n, p in model.named_parameters() if p.requires_grad and under(n, stage)]
         taken.update(id(p) for p in params)
         if params:
             groups.append({"params": params, "lr": lr * decay**depth, "weight_decay": weight_decay, "stage": len(all_stages) - depth})
@@ -184,7 +191,7 @@ def gradual_unfreezer(name: str, lr: float, decay: float = 0.5, every: int = 1) 
             return
         state["unfrozen"] += 1
         stage = all_stages[-state["unfrozen"]]
-        params = [p for n, p in model.named_parameters() if not p.requires_grad and any(n.startswith(s) for s in stage)]
+        params = [p for n, p in model.named_parameters() if not p.requires_grad and under(n, stage)]
         for p in params:
             p.requires_grad = True
         if params:
@@ -286,7 +293,7 @@ def reinitialize_stages(model: nn.Module, name: str, keep_first: int) -> nn.Modu
 
     reset = _stage_prefixes(name, range(keep_first, len(stages(name)))) + (spec(name).head,)
     for module_name, module in model.named_modules():
-        if any(module_name == p or module_name.startswith(p + ".") for p in reset) and hasattr(module, "reset_parameters"):
+        if under(module_name, reset) and hasattr(module, "reset_parameters"):
             module.reset_parameters()
     return model
 

@@ -11,7 +11,7 @@ import torch
 
 os.environ.setdefault("TLBOOK_PROFILE", "smoke")
 os.environ.setdefault("TLBOOK_PROGRESS", "0")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+torch.set_num_threads(int(os.environ.get("TLBOOK_TEST_THREADS", max(1, min(2, os.cpu_count() or 1)))))
 
 
 @pytest.fixture(scope="session")

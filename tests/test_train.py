@@ -196,3 +196,141 @@ def test_cosine_schedule_anneals_the_learning_rate(fashion_small):
     assert lrs[0] == pytest.approx(3e-3) and lrs[0] > lrs[1] > lrs[2] > 0
     with pytest.raises(ValueError, match="cosine"):
         _small_cnn_run(fashion_small, epochs=1, schedule="linear")
+
+
+# ----------------------------------------------------------------------------- exact answers
+# Metrics against torch.nn.functional on batches of uneven size (7, 3, 1): a mean of batch means,
+# or a count taken per batch instead of per image, gives a different number.
+
+
+def _uneven(x, y, sizes=(7, 3, 1)):
+    batches, start = [], 0
+    for size in sizes:
+        batches.append((x[start : start + size], y[start : start + size]))
+        start += size
+    return batches
+
+
+def _linear_problem(seed=0):
+    torch.manual_seed(seed)
+    model = nn.Linear(5, 3)
+    x, y = torch.randn(11, 5), torch.randint(0, 3, (11,))
+    return model, x, y
+
+
+def test_evaluate_equals_cross_entropy_over_all_images():
+    model, x, y = _linear_problem()
+    got = train.evaluate(model, _uneven(x, y), device="cpu")
+    with torch.no_grad():
+        logits = model(x)
+    assert got["n"] == 11
+    assert got["loss"] == pytest.approx(nn.functional.cross_entropy(logits, y).item(), rel=1e-6)
+    assert got["accuracy"] == int((logits.argmax(1) == y).sum()) / 11
+    assert train.count_correct(logits, y) == int((logits.argmax(1) == y).sum())
+
+
+def test_evaluate_of_an_empty_loader_is_an_error():
+    with pytest.raises(ValueError, match="empty loader"):
+        train.evaluate(nn.Linear(5, 3), [], device="cpu")
+
+
+def test_fit_reports_per_image_means_of_the_epoch():
+    """With a learning rate of 0 the weights stay put, so an epoch's training loss and accuracy
+    must equal the cross-entropy and accuracy of the fixed model over all 11 images."""
+    model, x, y = _linear_problem(1)
+    with torch.no_grad():
+        logits = model(x)
+    loss, accuracy = nn.functional.cross_entropy(logits, y).item(), int((logits.argmax(1) == y).sum()) / 11
+    history = train.fit(model, _uneven(x, y), _uneven(x, y, (2, 9)), epochs=2, device="cpu", verbose=False,
+                        optimizer=torch.optim.SGD(model.parameters(), lr=0.0))
+    for record in history:
+        assert record["train_loss"] == pytest.approx(loss, rel=1e-6)
+        assert record["val_loss"] == pytest.approx(loss, rel=1e-6)
+        assert record["train_accuracy"] == record["val_accuracy"] == accuracy
+    assert [r["epoch"] for r in history] == [1, 2] and all(r["seconds"] > 0 for r in history)
+
+
+def test_cosine_schedule_values_per_epoch():
+    """CosineAnnealingLR over ``epochs``: epoch e (from 0) trains at lr * (1 + cos(pi e / E)) / 2."""
+    import math
+
+    model, x, y = _linear_problem()
+    history = train.fit(model, _uneven(x, y), epochs=4, lr=0.1, schedule="cosine", device="cpu", verbose=False)
+    expected = [0.1 * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)]
+    assert [r["lr"] for r in history] == pytest.approx(expected, rel=1e-9)
+
+
+def test_early_stopping_stops_after_patience_and_restores_the_best_epoch():
+    """The weights evaluated at epoch e are set by ``epoch_end`` of epoch e - 1 (lr 0: training moves
+    nothing), so the validation losses are chosen: 2nd best, best, 3rd, 4th, 5th. With patience 2
+    the run stops after epoch 4 and never sees epoch 5; the model ends with the weights
+    evaluated at epoch 2 (not those ``epoch_end`` set afterwards)."""
+    model, x, y = _linear_problem(2)
+    torch.manual_seed(3)
+    candidates = [(torch.randn(3, 5) * 2, torch.randn(3)) for _ in range(5)]
+
+    def loss_of(weight, bias):
+        return nn.functional.cross_entropy(x @ weight.T + bias, y).item()
+
+    ranked = sorted(candidates, key=lambda wb: loss_of(*wb))  # best first
+    schedule = [ranked[1], ranked[0], ranked[2], ranked[3], ranked[4]]
+
+    def set_weights(epoch, model, optimizer):
+        if epoch + 1 < len(schedule):
+            with torch.no_grad():
+                model.weight.copy_(schedule[epoch + 1][0])
+                model.bias.copy_(schedule[epoch + 1][1])
+
+    with torch.no_grad():
+        model.weight.copy_(schedule[0][0])
+        model.bias.copy_(schedule[0][1])
+    history = train.fit(model, _uneven(x, y), _uneven(x, y), epochs=5, early_stopping=2, device="cpu",
+                        verbose=False, epoch_end=set_weights, optimizer=torch.optim.SGD(model.parameters(), lr=0.0))
+    assert len(history) == 4
+    assert [r["val_loss"] for r in history] == pytest.approx([loss_of(*wb) for wb in schedule[:4]], rel=1e-6)
+    assert torch.equal(model.weight, ranked[0][0]) and torch.equal(model.bias, ranked[0][1])
+
+
+def test_predict_gives_softmax_of_the_eval_mode_model_in_loader_order():
+    model, x, y = _linear_problem()
+    model = nn.Sequential(model, nn.Dropout(0.5))
+    probs, labels = train.predict(model, _uneven(x, y), device="cpu")
+    with torch.no_grad():
+        expected = model.eval()(x).softmax(1)
+    assert torch.allclose(probs, expected, atol=1e-7) and torch.equal(labels, y)
+
+
+def test_worst_mistakes_are_the_most_confident_wrong_predictions_first():
+    probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7], [0.95, 0.05]])
+    labels = torch.tensor([1, 1, 1, 0, 0])  # wrong: rows 0 (0.9), 2 (0.6), 3 (0.7)
+    assert train.worst_mistakes(probs, labels).tolist() == [0, 3, 2]
+    assert train.worst_mistakes(probs, labels, k=2).tolist() == [0, 3]
+
+
+def test_per_class_accuracy_is_recall_and_precision_per_class_worst_first():
+    probs = torch.tensor([[0.9, 0.1, 0.0], [0.8, 0.2, 0.0], [0.1, 0.9, 0.0], [0.6, 0.4, 0.0], [0.0, 0.1, 0.9]])
+    labels = torch.tensor([0, 0, 1, 1, 2])  # predicted 0, 0, 1, 0, 2
+    table = train.per_class_accuracy(probs, labels, ["a", "b", "c"])
+    assert list(table.index) == ["b", "a", "c"]
+    assert table.loc["a", "accuracy"] == 1.0 and table.loc["a", "precision"] == pytest.approx(2 / 3)
+    assert table.loc["b", "accuracy"] == 0.5 and table.loc["b", "precision"] == 1.0
+    assert table["images"].tolist() == [2, 2, 1]
+
+
+def test_keep_frozen_batchnorm_in_eval_touches_only_fully_frozen_layers():
+    model = nn.Sequential(nn.BatchNorm1d(3), nn.BatchNorm1d(3), nn.BatchNorm1d(3, affine=False), nn.Linear(3, 3))
+    model[0].weight.requires_grad_(False)
+    model[0].bias.requires_grad_(False)
+    model[1].weight.requires_grad_(False)  # bias still trains: the layer is not frozen
+    model.train()
+    train.keep_frozen_batchnorm_in_eval(model)
+    assert [m.training for m in model] == [False, True, True, True]
+
+
+def test_progress_bars_follow_the_argument_then_the_environment(monkeypatch):
+    monkeypatch.setenv("TLBOOK_PROGRESS", "0")
+    assert train._progress_enabled(None) is False and train._progress_enabled(True) is True
+    monkeypatch.setenv("TLBOOK_PROGRESS", "1")
+    assert train._progress_enabled(None) is True and train._progress_enabled(False) is False
+    monkeypatch.delenv("TLBOOK_PROGRESS")
+    assert train._progress_enabled(None) is True

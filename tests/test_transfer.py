@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as nn_f
 
 from companion import data, models, train, transfer
 from companion.errors import CheckpointError
@@ -148,3 +149,182 @@ def test_load_probe_head_puts_the_trained_layer_in_the_model():
     assert torch.equal(model.fc.weight, probe[-1].weight) and torch.equal(model.fc.bias, probe[-1].bias)
     with pytest.raises(RuntimeError, match="size mismatch"):
         transfer.load_probe_head(models.create("resnet18", num_classes=4), "resnet18", probe)
+
+
+# ----------------------------------------------------------------------------- exact answers
+# simple_cnn has three stages (features.0-6, 7-13, 14-20) and the head "classifier".
+
+STAGE_PREFIXES = [tuple(f"features.{i}." for i in range(a, b)) for a, b in ((0, 7), (7, 14), (14, 21))]
+
+
+def _names_under(model, prefixes):
+    return {n for n, _ in model.named_parameters() if n.startswith(tuple(prefixes))}
+
+
+def _trainable(model):
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("trainable_last", [0, 1, 2, 3, 4])
+def test_freeze_stages_leaves_exactly_the_last_stages_and_the_head(trainable_last):
+    model = models.create("simple_cnn", num_classes=3)
+    transfer.freeze_stages(model, "simple_cnn", trainable_last)
+    kept = [p for stage in STAGE_PREFIXES[3 - min(trainable_last, 3):] for p in stage] + ["classifier."]
+    assert _trainable(model) == _names_under(model, kept)
+
+
+def test_freeze_and_unfreeze_by_prefix():
+    model = models.create("simple_cnn", num_classes=3)
+    transfer.freeze(model, except_=("classifier", "features.3"))
+    assert _trainable(model) == {"classifier.weight", "classifier.bias", "features.3.weight"}
+    transfer.freeze(model)
+    assert _trainable(model) == set()
+    transfer.unfreeze(model, ["features.1", "features.4"])
+    assert _trainable(model) == {"features.1.weight", "features.1.bias", "features.4.weight", "features.4.bias"}
+    transfer.unfreeze(model)
+    assert _trainable(model) == {n for n, _ in model.named_parameters()}
+
+
+def test_freeze_batchnorm_freezes_batchnorm_parameters_only():
+    model = transfer.freeze_batchnorm(models.create("simple_cnn", num_classes=3))
+    batchnorm = {n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen == {f"{m}.{w}" for m in batchnorm for w in ("weight", "bias")}
+
+
+def test_discriminative_groups_exact_learning_rates_and_members():
+    model = models.create("simple_cnn", num_classes=3)
+    groups = transfer.discriminative_param_groups(model, "simple_cnn", lr=0.1, decay=0.5, weight_decay=0.01)
+    named = {id(p): n for n, p in model.named_parameters()}
+    assert [g["stage"] for g in groups] == ["head", 2, 1, 0]
+    assert [g["lr"] for g in groups] == pytest.approx([0.1, 0.05, 0.025, 0.0125], rel=1e-12)
+    assert all(g["weight_decay"] == 0.01 for g in groups)
+    assert {named[id(p)] for p in groups[0]["params"]} == {"classifier.weight", "classifier.bias"}
+    for group, stage in zip(groups[1:], reversed(STAGE_PREFIXES)):
+        assert {named[id(p)] for p in group["params"]} == _names_under(model, stage)
+    transfer.freeze_stages(model, "simple_cnn", 1)  # frozen stages get no group at all
+    groups = transfer.discriminative_param_groups(model, "simple_cnn", lr=0.1, decay=0.5)
+    assert [g["stage"] for g in groups] == ["head", 2]
+    assert sum(len(g["params"]) for g in groups) == len(_trainable(model))
+
+
+def test_gradual_unfreezer_timing_members_and_learning_rates():
+    model = models.create("simple_cnn", num_classes=3)
+    transfer.freeze_stages(model, "simple_cnn", 0)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    step = transfer.gradual_unfreezer("simple_cnn", lr=0.1, decay=0.5, every=2)
+    trainable = []
+    for epoch in range(8):
+        step(epoch, model, optimizer)
+        trainable.append(_trainable(model))
+    head = {"classifier.weight", "classifier.bias"}
+    stage = [_names_under(model, s) for s in STAGE_PREFIXES]
+    assert trainable[0] == head and trainable[1] == head | stage[2]  # after epochs 2, 4, 6 (every=2)
+    assert trainable[2] == trainable[1] and trainable[3] == head | stage[2] | stage[1]
+    assert trainable[5] == trainable[7] == head | stage[2] | stage[1] | stage[0]
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.1, 0.05, 0.025, 0.0125])
+    named = {id(p): n for n, p in model.named_parameters()}
+    assert [{named[id(p)] for p in g["params"]} for g in optimizer.param_groups[1:]] == [stage[2], stage[1], stage[0]]
+
+
+def test_reinitialize_stages_changes_exactly_the_later_stages_and_the_head():
+    model = models.create("simple_cnn", num_classes=3)
+    with torch.no_grad():  # move every tensor away from its initial value, so any reset shows
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.add_(torch.rand_like(tensor) + 0.5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    transfer.reinitialize_stages(model, "simple_cnn", keep_first=1)
+    changed = {k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.equal(v, before[k])}
+    expected = {k for k, v in before.items() if v.is_floating_point() and k.startswith(
+        tuple(p for s in STAGE_PREFIXES[1:] for p in s) + ("classifier.",))}
+    assert changed == expected
+
+
+def test_transferable_state_is_exactly_the_matching_entries():
+    source = {"a.weight": torch.zeros(2, 3), "a.bias": torch.zeros(2), "b.weight": torch.zeros(4, 4), "c": torch.zeros(1)}
+    target = torch.nn.Module()
+    target.a, target.b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 4)  # b.weight (4, 3): shape differs
+    assert set(transfer.transferable_state(source, target)) == {"a.weight", "a.bias"}
+    assert set(transfer.transferable_state(source, target, exclude=("a.bias",))) == {"a.weight"}
+    assert set(transfer.transferable_state(source, target, exclude=("a.b",))) == {"a.weight", "a.bias"}  # whole names
+    assert set(transfer.transferable_state(source, target, exclude=("a",))) == set()
+
+
+def test_prefixes_match_whole_dotted_components():
+    assert transfer.under("features.1.weight", ["features.1"]) and transfer.under("features.1", ["features.1."])
+    assert not transfer.under("features.10.weight", ["features.1"]) and not transfer.under("fc2.weight", ["fc"])
+    assert transfer.under("fc.bias", ["conv1", "fc"]) and not transfer.under("fc.bias", [])
+
+
+def test_linear_probe_shapes_and_layers():
+    probe = transfer.linear_probe(8, 3, dropout=0.25)
+    assert [type(m).__name__ for m in probe] == ["Dropout", "Linear"] and probe[0].p == 0.25
+    assert (probe[1].in_features, probe[1].out_features) == (8, 3)
+    mlp = transfer.linear_probe(8, 3, hidden=5, dropout=0.1)
+    assert [type(m).__name__ for m in mlp] == ["Linear", "ReLU", "Dropout", "Linear"]
+    assert (mlp[0].in_features, mlp[0].out_features, mlp[3].in_features, mlp[3].out_features) == (8, 5, 5, 3)
+    assert mlp[2].p == 0.1 and mlp(torch.randn(4, 8)).shape == (4, 3)
+
+
+def test_extract_features_equal_the_eval_mode_backbone_in_loader_order():
+    torch.manual_seed(0)
+    backbone = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.BatchNorm1d(6), torch.nn.Dropout(0.5))
+    backbone.train()
+    x, y = torch.randn(9, 4), torch.arange(9)
+    features, labels = transfer.extract_features(backbone, [(x[:5], y[:5]), (x[5:], y[5:])], device="cpu")
+    with torch.no_grad():
+        expected = backbone.eval()(x)
+    assert torch.allclose(features, expected, atol=1e-6) and torch.equal(labels, y)
+    assert features.dtype == torch.float32 and features.device.type == "cpu"
+
+
+def test_feature_loader_batches_every_row_once():
+    features, labels = torch.arange(10.0).view(10, 1), torch.arange(10)
+    batches = list(transfer.feature_loader(features, labels, 4, shuffle=False))
+    assert [len(y) for _, y in batches] == [4, 4, 2] and torch.equal(torch.cat([y for _, y in batches]), labels)
+    shuffled = torch.cat([y for _, y in transfer.feature_loader(features, labels, 4, seed=3)])
+    assert sorted(shuffled.tolist()) == list(range(10)) and shuffled.tolist() != list(range(10))
+
+
+def test_multi_depth_features_are_the_pooled_activations_side_by_side():
+    torch.manual_seed(0)
+    model = models.create("simple_cnn", num_classes=3).eval()
+    fused = transfer.MultiDepthFeatures(model, ["features.6", "features.13"])
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        first = model.features[:7](x)
+        second = model.features[7:14](first)
+        expected = torch.cat([first.mean(dim=(2, 3)), second.mean(dim=(2, 3))], dim=1)
+        assert torch.allclose(fused(x), expected, atol=1e-6)
+
+
+def test_multitask_correct_and_task_accuracy_count_exactly():
+    net = transfer.MultiTaskNet(torch.nn.Flatten(), 5, {"a": 3, "b": 2}, weights={"b": 0.5})
+    with torch.no_grad():
+        net.heads["a"].weight.copy_(torch.eye(5)[:3])
+        net.heads["a"].bias.zero_()
+        net.heads["b"].weight.copy_(torch.eye(5)[3:])
+        net.heads["b"].bias.zero_()
+    x = torch.tensor([[1.0, 0, 0, 1, 0], [0, 1, 0, 0, 1], [0, 0, 1, 1, 0], [1, 0, 0, 0, 1]])  # predicts a=0,1,2,0; b=0,1,0,1
+    labels = torch.tensor([[0, 0], [1, 0], [0, 0], [0, 1]])  # a right: rows 0, 1, 3; b right: rows 0, 2, 3
+    logits = net(x)
+    assert net.correct(logits, labels) == 2  # rows 0 and 3: every task right
+    assert net.task_accuracy([(x[:3], labels[:3]), (x[3:], labels[3:])], device="cpu") == {"a": 0.75, "b": 0.75}
+    expected = nn_f.cross_entropy(logits[:, :3], labels[:, 0]) + 0.5 * nn_f.cross_entropy(logits[:, 3:], labels[:, 1])
+    assert torch.allclose(net.loss(logits, labels), expected)
+    assert {t: v.shape for t, v in net.split(logits).items()} == {"a": (4, 3), "b": (4, 2)}
+    with pytest.raises(ValueError, match="at least one task"):
+        transfer.MultiTaskNet(torch.nn.Flatten(), 5, {})
+
+
+def test_cached_features_come_from_memory_then_disk(tmp_path, fashion_small):
+    subset = data.balanced_subset(fashion_small[0], 1)
+    backbone = models.create("simple_cnn", num_classes=0, in_channels=1)
+    prep = data.BatchTransform(28, (0.5,), (0.5,), channels=1)
+    first = transfer.cached_features(backbone, subset, preprocess=prep, cache_dir=tmp_path)
+    assert transfer.cached_features(backbone, subset, preprocess=prep, cache_dir=tmp_path) is first  # memory
+    expected = transfer.extract_features(backbone, data.make_loader(subset, 4), preprocess=prep)
+    assert torch.allclose(first[0], expected[0], atol=1e-6) and torch.equal(first[1], subset.labels)
+    stored = torch.load(next(tmp_path.glob("*.pt")), weights_only=True)
+    assert torch.equal(stored["features"], first[0]) and torch.equal(stored["labels"], first[1])
