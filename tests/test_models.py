@@ -100,3 +100,92 @@ def test_random_weights_do_not_recognise_photos():
     with torch.no_grad():
         top1 = model(models.eval_transform("efficientnet_lite0")(image).unsqueeze(0)).argmax().item()
     assert models.imagenet_categories()[top1] not in {"tabby", "tiger cat", "Egyptian cat"}
+
+
+# ----------------------------------------------------------------------------- exact answers
+
+
+def test_preprocessing_equals_the_weights_own_transforms():
+    """torchvision's weights enums carry their eval transform. The EfficientNet-Lite0 weights are
+    Google's TensorFlow Lite ones, whose config timm keeps under ``tf_efficientnet_lite0``
+    (mean = std = 0.5, crop 224 at crop_pct 0.875, so resize 256); timm's own
+    ``efficientnet_lite0`` config is for timm-trained weights with ImageNet statistics."""
+    import timm
+    import torchvision
+
+    for name in ("alexnet", "vgg16", "resnet18", "resnet50", "mobilenet_v2"):
+        t = torchvision.models.get_model_weights(name).DEFAULT.transforms()
+        p = models.preprocessing(name)
+        assert (p.resize, p.crop, p.mean, p.std) == (t.resize_size[0], t.crop_size[0], tuple(t.mean), tuple(t.std)), name
+    cfg = timm.create_model("tf_efficientnet_lite0", pretrained=False).pretrained_cfg
+    p = models.preprocessing("efficientnet_lite0")
+    assert (p.mean, p.std, p.crop) == (tuple(cfg["mean"]), tuple(cfg["std"]), cfg["input_size"][-1])
+    assert p.resize == int(p.crop / cfg["crop_pct"])
+    assert models.preprocessing("simple_cnn") == models.Preprocessing(32, 32, models.CIFAR10_MEAN, models.CIFAR10_STD)
+    assert models.preprocessing("resnet50").resize == 232  # ResNet-50's DEFAULT is IMAGENET1K_V2: resize 232, not 256
+
+
+def test_eval_and_train_transforms_are_built_exactly():
+    t = models.eval_transform("efficientnet_lite0", size=112)
+    resize, crop, _, normalize = t.transforms
+    assert resize.size == 128 and crop.size == (112, 112)  # 112 * 256 / 224
+    assert list(normalize.mean) == [0.5] * 3 and list(normalize.std) == [0.5] * 3
+    default = models.eval_transform("efficientnet_lite0")
+    assert default.transforms[0].size == 256 and default.transforms[1].size == (224, 224)
+    assert models.eval_transform("resnet18").__class__.__name__ == "ImageClassification"  # torchvision's own
+    assert models.eval_transform("resnet18", size=160).transforms[1].size == (160, 160)
+    crop, flip, _, normalize = models.train_transform("resnet18", size=96).transforms
+    assert crop.size == (96, 96) and crop.scale == (0.5, 1.0) and flip.p == 0.5
+    assert tuple(normalize.mean) == models.IMAGENET_MEAN and tuple(normalize.std) == models.IMAGENET_STD
+
+
+@pytest.mark.parametrize("name", ["alexnet", "resnet18", "mobilenet_v2", "efficientnet_lite0", "simple_cnn", "vgg16"])
+def test_heads_sit_where_the_spec_says(name):
+    model = models.create(name, num_classes=0)
+    assert isinstance(model.get_submodule(models.spec(name).head), torch.nn.Identity)
+    model = models.create(name, num_classes=6)
+    head = model.get_submodule(models.spec(name).head)
+    assert (head.in_features, head.out_features) == (models.spec(name).feature_dim, 6)
+    assert model.get_submodule(models.spec(name).stem).in_channels == 3
+    assert models.create(name, in_channels=1).get_submodule(models.spec(name).stem).in_channels == 1
+    stage_modules = [p for stage in models.stages(name) for p in stage]
+    assert all(model.get_submodule(p) is not None for p in stage_modules)  # every stage prefix names a module
+    assert model.tlbook_name == name
+    with pytest.raises(ValueError, match="num_classes must be >= 0"):
+        models.replace_head(model, name, -1)
+
+
+def test_stage_shapes_of_resnet18_follow_the_paper():
+    """He et al. (2016), table 1: conv1 112x112, conv2_x 56x56 ... conv5_x 7x7 for a 224-px input."""
+    shapes = models.stage_shapes(models.create("resnet18"), "resnet18")
+    assert shapes == [(64, 112, 112), (64, 56, 56), (128, 28, 28), (256, 14, 14), (512, 7, 7)]
+
+
+def test_summary_counts_every_parameter_and_the_known_macs():
+    import torchvision
+
+    model = models.create("resnet18")
+    table = models.summary(model)
+    assert table["parameters"].sum() == PUBLISHED["resnet18"]
+    published = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["_ops"]  # 1.814 G (torchvision's docs)
+    assert round(table["MACs"].sum() / 1e9, 3) == published
+    assert table.iloc[0]["layer"] == "conv1" and table.iloc[0]["output shape"] == (64, 112, 112)
+    assert model.training  # restored
+
+
+def test_weights_availability_offline(monkeypatch):
+    monkeypatch.setenv("TLBOOK_OFFLINE", "1")
+    monkeypatch.setattr(models, "_hub_checkpoint_path", lambda url: "/nonexistent/" + url.rsplit("/", 1)[-1])
+    assert models.weights_available("efficientnet_lite0") is True
+    assert models.weights_available("simple_cnn") is False and models.weights_available("resnet18") is False
+    assert models.pretrained_or_offline("efficientnet_lite0") == "efficientnet_lite0"
+
+
+def test_names_and_categories():
+    assert models.names() == ["alexnet", "vgg16", "resnet18", "resnet50", "mobilenet_v2", "efficientnet_lite0", "simple_cnn"]
+    categories = models.imagenet_categories()
+    assert len(categories) == 1000 and categories[0] == "tench" and categories[281] == "tabby"
+    assert models.count_parameters(torch.nn.Linear(3, 2)) == 8
+    frozen = torch.nn.Linear(3, 2)
+    frozen.bias.requires_grad_(False)
+    assert models.count_parameters(frozen, trainable_only=True) == 6 and models.count_parameters(frozen) == 8
