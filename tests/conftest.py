@@ -24,18 +24,28 @@ def fashion_small():
     return train, test
 
 
-@pytest.fixture()
-def photo_folder(tmp_path: Path) -> Path:
-    """An ImageFolder of real photos: two classes (crops of two scikit-image photos), 6 PNGs each."""
+def write_photo_folder(root: Path, per_class: int) -> Path:
+    """Two classes of real photos (96-px crops of two scikit-image photos), ``per_class`` PNGs each."""
     import skimage.data
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    root = tmp_path / "photos"
     for name in ("chelsea", "coffee"):
         photo = getattr(skimage.data, name)()
         (root / name).mkdir(parents=True)
-        for i in range(6):
+        for i in range(per_class):
             top, left = rng.integers(0, photo.shape[0] - 96), rng.integers(0, photo.shape[1] - 96)
             Image.fromarray(photo[top : top + 96, left : left + 96]).save(root / name / f"{i}.png")
     return root
+
+
+@pytest.fixture()
+def photo_folder(tmp_path: Path) -> Path:
+    """An ImageFolder of real photos: two classes, 6 PNGs each (for checks of plumbing, not accuracy)."""
+    return write_photo_folder(tmp_path / "photos", 6)
+
+
+@pytest.fixture()
+def photo_folder_large(tmp_path: Path) -> Path:
+    """The same two classes with 20 PNGs each: enough validation images for an accuracy bar to mean something."""
+    return write_photo_folder(tmp_path / "photos", 20)

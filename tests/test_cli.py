@@ -38,13 +38,14 @@ def test_train_then_predict_as_a_reader_would(photo_folder: Path, tmp_path: Path
     assert abs(sum(probabilities) - 1.0) < 0.01  # top-2 of 2 classes
 
 
-def test_feature_mode_with_pretrained_backbone_separates_real_photos(photo_folder: Path, tmp_path: Path):
+def test_feature_mode_with_pretrained_backbone_separates_real_photos(photo_folder_large: Path, tmp_path: Path):
+    """20 validation images: at chance (0.5) reaching 0.9 has probability 2e-4."""
     out = tmp_path / "feature"
-    args = ["train", str(photo_folder), "--model", "efficientnet_lite0", "--mode", "feature", "--epochs", "15",
-            "--image-size", "64", "--val-fraction", "0.34", "--device", "cpu", "--batch-size", "8", "--out", str(out)]
+    args = ["train", str(photo_folder_large), "--model", "efficientnet_lite0", "--mode", "feature", "--epochs", "15",
+            "--image-size", "96", "--val-fraction", "0.5", "--device", "cpu", "--batch-size", "8", "--out", str(out)]
     assert cli.main(args) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["val_images"] == 4 and metrics["val_accuracy"] >= 0.75
+    assert metrics["val_images"] == 20 and metrics["train_images"] == 20 and metrics["val_accuracy"] >= 0.9
     assert metrics["trainable_parameters"] == 1280 * 2 + 2  # only the new head
     assert any("efficientnet_lite0" in k for k in metrics["sources"])
     model, config = cli.load_run(out)  # the saved model is backbone + trained head
@@ -146,3 +147,89 @@ def test_ctrl_c_says_how_to_resume(photo_folder: Path, tmp_path: Path, capsys, m
     assert cli.main(["train", str(photo_folder), *FAST, "--epochs", "2", "--out", str(run)]) == 130
     err = capsys.readouterr().err
     assert "interrupted" in err and "--resume" in err and str(run) in err
+
+
+# ----------------------------------------------------------------------------- exact answers
+
+
+def _args(folder, out, *extra):
+    return cli.build_parser().parse_args(["train", str(folder), *FAST, "--out", str(out), *extra])
+
+
+def test_split_is_stratified_disjoint_and_seeded(photo_folder_large: Path):
+    split = cli._split_folder(photo_folder_large, 0.25, 3, None, None)
+    train_ds, train_eval_ds, val_ds, classes = split
+    assert classes == ["chelsea", "coffee"] and (len(train_ds), len(val_ds)) == (30, 10)
+    train_idx, val_idx = set(train_ds.indices), set(val_ds.indices)
+    assert not train_idx & val_idx and train_idx | val_idx == set(range(40))
+    assert train_eval_ds.indices == train_ds.indices
+    targets = train_ds.dataset.targets
+    assert sorted(targets[i] for i in val_idx) == [0] * 5 + [1] * 5  # stratified
+    assert cli._split_folder(photo_folder_large, 0.25, 3, None, None)[2].indices == val_ds.indices
+    assert cli._split_folder(photo_folder_large, 0.25, 4, None, None)[2].indices != val_ds.indices
+    assert len(cli._split_folder(photo_folder_large, 0.01, 3, None, None)[2]) == 2  # at least one per class
+
+
+def test_split_uses_train_and_val_folders_when_present(photo_folder: Path, tmp_path: Path):
+    import shutil
+
+    root = tmp_path / "split"
+    shutil.copytree(photo_folder, root / "train")
+    shutil.copytree(photo_folder, root / "val")
+    train_ds, _, val_ds, classes = cli._split_folder(root, 0.2, 0, None, None)
+    assert (len(train_ds), len(val_ds), classes) == (12, 12, ["chelsea", "coffee"])
+    shutil.rmtree(root / "val" / "coffee")
+    shutil.copytree(photo_folder / "coffee", root / "val" / "tea")
+    with pytest.raises(cli.ImageFolderError, match="has classes"):
+        cli._split_folder(root, 0.2, 0, None, None)
+
+
+def test_resume_names_exactly_the_arguments_that_changed(photo_folder: Path, tmp_path: Path):
+    config = {"data_dir": "d", "model": "m", "mode": "feature", "classes": ["a"], "image_size": 32, "seed": 0,
+              "val_fraction": 0.2, "epochs": 3}
+    cli._prepare_run_dir(tmp_path / "run", config, resume=False)
+    cli._prepare_run_dir(tmp_path / "run", {**config, "epochs": 9}, resume=True)  # more epochs: allowed
+    with pytest.raises(cli.CompanionError, match=r"cannot resume .*: seed, val_fraction differ .*seed=0, val_fraction=0.2"):
+        cli._prepare_run_dir(tmp_path / "run", {**config, "seed": 1, "val_fraction": 0.3}, resume=True)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["epochs"] == 9
+
+
+def test_finetune_trains_every_parameter_with_learning_rates_decaying_by_stage(photo_folder: Path, tmp_path: Path, monkeypatch):
+    seen = {}
+
+    def record_fit(model, *args, optimizer=None, **kwargs):
+        seen["lrs"] = optimizer and [g["lr"] for g in optimizer.param_groups]
+        seen["epochs"], seen["lr"] = kwargs["epochs"], kwargs["lr"]
+        return [{"epoch": 1}]
+
+    monkeypatch.setattr(cli.train, "fit", record_fit)
+    create = cli.models.create  # random weights stand in for ImageNet's: only the optimizer is checked
+    monkeypatch.setattr(cli.models, "create", lambda name, pretrained=False, **kw: create(name, **kw))
+    args = ["train", str(photo_folder), "--model", "simple_cnn", "--mode", "scratch", "--epochs", "3", "--lr", "0.01",
+            "--image-size", "32", "--device", "cpu", "--out", str(tmp_path / "s")]
+    assert cli.main(args) == 0 and seen["lrs"] is None and (seen["epochs"], seen["lr"]) == (3, 0.01)
+    args = ["train", str(photo_folder), "--model", "resnet18", "--mode", "finetune", "--epochs", "1", "--lr", "0.01",
+            "--image-size", "32", "--device", "cpu", "--out", str(tmp_path / "f")]
+    assert cli.main(args) == 0
+    assert seen["lrs"] == pytest.approx([0.01 * 0.5**k for k in range(6)])  # head, layer4 ... stem
+    metrics = json.loads((tmp_path / "f" / "metrics.json").read_text())
+    assert metrics["trainable_parameters"] == 11_689_512 - 1000 * 513 + 2 * 513  # all of ResNet-18, 2-way head
+    assert (metrics["mode"], metrics["model"], metrics["classes"]) == ("finetune", "resnet18", ["chelsea", "coffee"])
+
+
+def test_predict_caps_top_k_and_lists_classes_by_probability(photo_folder: Path, tmp_path: Path, capsys):
+    run = tmp_path / "run"
+    assert cli.main(["train", str(photo_folder), *FAST, "--epochs", "1", "--out", str(run)]) == 0
+    image = next((photo_folder / "coffee").glob("*.png"))
+    capsys.readouterr()
+    assert cli.main(["predict", str(run), str(image), "--top-k", "5"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    pairs = [part.rsplit(" ", 1) for part in line.split(": ", 1)[1].split(", ")]
+    assert sorted(c for c, _ in pairs) == ["chelsea", "coffee"]  # 5 asked, 2 classes exist
+    probabilities = [float(p) for _, p in pairs]
+    assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) == pytest.approx(1, abs=2e-3)
+
+
+def test_unknown_mode_is_one_error_line(photo_folder: Path, tmp_path: Path, capsys):
+    assert cli.main(["train", str(photo_folder), *FAST[:2], "--mode", "distill", "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.strip() == "error: unknown mode 'distill'; choose one of scratch, feature, finetune"
