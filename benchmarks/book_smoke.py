@@ -14,7 +14,10 @@ import time
 from nbclient import NotebookClient
 
 
-def run() -> dict:
+FIGURES = ("book_smoke_seconds", "book_smoke_seconds_per_chapter")
+
+
+def run(partial=None) -> dict:
     from edition.chapters import chapters, read_notebook
 
     os.environ.update(TLBOOK_PROFILE="smoke", TLBOOK_PROGRESS="0")
@@ -27,6 +30,8 @@ def run() -> dict:
         NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(md.parent)}}).execute()
         seconds[md.stem] = round(time.perf_counter() - t0, 1)
         print(f"{md.stem:24s} {seconds[md.stem]:6.1f} s")
+        if partial is not None:
+            partial({"book_smoke_seconds_per_chapter": dict(seconds)}, f"cut short: {len(seconds)} chapters so far")
     total = round(sum(seconds.values()), 1)
     print(f"{'all chapters':24s} {total:6.1f} s")
     return {"book_smoke_seconds": total, "book_smoke_seconds_per_chapter": seconds}

@@ -37,7 +37,10 @@ def _cached_epochs(train_set, prep, device) -> tuple[float, float]:
     return (time.perf_counter() - t0) / EPOCHS, extract
 
 
-def run(per_class: int = 50, size: int = 96) -> dict:
+FIGURES = ("cached_features_speedup", "cached_features_speedup_including_extraction", "cached_features_setup")
+
+
+def run(per_class: int = 50, size: int = 96, partial=None) -> dict:
     device = dev.choose_device()
     dev.seed_everything(0)
     train_set = data.balanced_subset(data.load("fashion_mnist", "train"), per_class, seed=0)

@@ -82,7 +82,10 @@ def engine_epoch(ds, size: int, batch: int, device: torch.device) -> float:
     return len(ds) / (time.perf_counter() - t0)
 
 
-def run(per_class: int | None = None, size: int | None = None, batch: int = 64) -> dict:
+FIGURES = ("fit_vs_naive", "fit_images_per_s", "naive_images_per_s", "fit_vs_naive_setup")
+
+
+def run(per_class: int | None = None, size: int | None = None, batch: int = 64, partial=None) -> dict:
     device = dev.choose_device()
     per_class = per_class or (600 if device.type == "cuda" else 40)
     size = size or (224 if device.type == "cuda" else 96)

@@ -1,4 +1,18 @@
-"""Writing benchmark figures to benchmarks/results.json with the hardware and versions they were measured on."""
+"""benchmarks/results.json: every measured figure of the project, each with the run that produced it.
+
+The file has one section per writer, and nothing else:
+
+* ``benchmarks``: ``make bench`` (``python -m benchmarks``), one entry per benchmark;
+* ``reference_seconds``: ``make reference`` (``python -m edition run``), chapter run times;
+* ``mutation``: ``make mutants`` (``python -m benchmarks.mutation``), kill rates per module;
+* ``gpu_tests``: ``pytest -m gpu`` on a CUDA machine (``tests/conftest.py``), the last run of
+  the GPU-marked tests.
+
+An entry is always written whole by one run (:func:`record`): its figures and its provenance
+(the command, date, device, versions and commit). A run never merges figures into an entry
+that another run wrote, so every figure in the file can be traced to one command, and a test
+fails on any key that no writer produces.
+"""
 
 from __future__ import annotations
 
@@ -6,40 +20,111 @@ import datetime
 import json
 import os
 import platform
+import subprocess
 from pathlib import Path
 
-import torch
-
 RESULTS = Path(__file__).resolve().parent / "results.json"
+ROOT = RESULTS.parents[1]
+SCHEMA = 2
+WRITERS = {
+    "benchmarks": "make bench (python -m benchmarks)",
+    "reference_seconds": "make reference (python -m edition run)",
+    "mutation": "make mutants (python -m benchmarks.mutation)",
+    "gpu_tests": "pytest -m gpu on a CUDA machine (tests/conftest.py)",
+}
+PROVENANCE_KEYS = ("command", "date", "device", "cores", "torch", "torchvision", "python", "commit", "complete")
 
 
-def environment() -> dict:
-    """Hardware, versions and date of this run."""
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {
-        "date": datetime.date.today().isoformat(),
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_threads": torch.get_num_threads(),
+def _commit() -> str | None:
+    """The checked-out commit (with ``+dirty`` for uncommitted changes); ``TLBOOK_COMMIT`` where
+    the tree was copied without git."""
+    if os.environ.get("TLBOOK_COMMIT"):
+        return os.environ["TLBOOK_COMMIT"]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return sha + ("+dirty" if dirty else "")
+
+
+def provenance(command: str, *, complete: bool = True, note: str | None = None, device: str | None = None) -> dict:
+    """Who measured: ``command``, date and time, device, cores, versions, commit; ``complete``
+    is ``False`` for a run cut short, with ``note`` saying what is missing. ``device``: as
+    reported by the process that measured, when that was not this one (a notebook kernel)."""
+    import torch
+    import torchvision
+
+    from companion import device as dev
+
+    found = {
+        "command": command,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": device or dev.describe(dev.choose_device()),
         "cores": os.cpu_count(),
-        "gpu": gpu,
         "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
         "python": platform.python_version(),
+        "commit": _commit(),
+        "complete": complete,
     }
+    if note:
+        found["note"] = note
+    return found
 
 
-def update(figures: dict) -> dict:
-    """Merge ``figures`` into results.json (atomically) and return the whole file's content.
+def load(path: Path | None = None) -> dict:
+    """The whole file (an empty one of this schema when there is none yet)."""
+    path = path or RESULTS
+    if not path.exists():
+        return {"schema": SCHEMA}
+    results = json.loads(path.read_text())
+    if results.get("schema") != SCHEMA:
+        raise ValueError(f"{path} has schema {results.get('schema')!r}, not {SCHEMA}: regenerate it with `make bench`")
+    return results
 
-    The machine they were measured on goes with them: ``gpu_environment`` for the GPU
-    benchmark's figures (they carry ``gpu_name``), ``environment`` for the others, so a GPU run
-    does not relabel CPU figures measured elsewhere, nor the other way round.
-    """
-    current = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    if not figures:
-        return current
-    current.update(figures)
-    current["gpu_environment" if "gpu_name" in figures else "environment"] = environment()
-    tmp = RESULTS.with_suffix(".tmp")
-    tmp.write_text(json.dumps(current, indent=2) + "\n")
-    os.replace(tmp, RESULTS)
-    return current
+
+def save(results: dict, path: Path | None = None) -> None:
+    """Write ``results`` atomically, sections in a fixed order."""
+    from companion.train import atomic_write
+
+    unknown = set(results) - set(WRITERS) - {"schema"}
+    if unknown:
+        raise ValueError(f"results.json sections {sorted(unknown)} have no writer; known: {sorted(WRITERS)}")
+    ordered = {"schema": SCHEMA, **{k: results[k] for k in WRITERS if k in results}}
+    atomic_write(path or RESULTS, lambda f: f.write((json.dumps(ordered, indent=2) + "\n").encode()))
+
+
+def record(section: str, keys: tuple[str, ...], figures: dict, command: str, *, complete: bool = True,
+           note: str | None = None, device: str | None = None, path: Path | None = None) -> dict:
+    """Replace the entry at ``results[section][keys[0]][keys[1]]...`` (the whole section when
+    ``keys`` is empty) with ``{"figures": figures, "provenance": ...}``; return the entry."""
+    results = load(path)
+    entry = {"figures": figures, "provenance": provenance(command, complete=complete, note=note, device=device)}
+    if not keys:
+        results[section] = entry
+    else:
+        parent = results.setdefault(section, {})
+        for key in keys[:-1]:
+            parent = parent.setdefault(key, {})
+        parent[keys[-1]] = entry
+    save(results, path)
+    return entry
+
+
+def entries(results: dict):
+    """Every ``(section, keys, entry)`` in ``results``: the dicts holding ``figures`` and ``provenance``."""
+
+    def walk(node, keys):
+        if isinstance(node, dict) and "figures" in node and "provenance" in node:
+            yield keys, node
+        elif isinstance(node, dict):
+            for key, child in node.items():
+                yield from walk(child, keys + (key,))
+
+    for section in WRITERS:
+        if section in results:
+            for keys, entry in walk(results[section], ()):
+                yield section, keys, entry

@@ -40,6 +40,30 @@ class Profile:
         )
 
 
+    def check(self, claim: str, holds: bool, *, applies_in: tuple[str, ...] = ("smoke", "quick", "full"),
+              value: str = "") -> bool:
+        """Assert a claim of the text in the profiles where it applies, and say so either way.
+
+        Some claims need the data, pixels and epochs of a larger profile to mean anything (a
+        quality bar of 0.90 on 20 images per class would test luck). ``applies_in`` names the
+        profiles whose sizes the claim is made for. Prints one line, which the published edition
+        lists in the page's provenance::
+
+            [claim] fine-tuning beats the linear probe (0.843 vs 0.812): holds
+            [claim] probe >= 0.85 (0.812): not checked in 'quick' (applies in full)
+
+        Raises:
+            AssertionError: the claim applies to this profile and does not hold.
+        """
+        applies = self.name in applies_in
+        shown = f"{claim} ({value})" if value else claim
+        state = ("holds" if holds else "FAILS") if applies else f"not checked in {self.name!r} (applies in {', '.join(applies_in)})"
+        print(f"[claim] {shown}: {state}")
+        if applies and not holds:
+            raise AssertionError(f"{shown} does not hold in the {self.name!r} profile")
+        return holds
+
+
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke",

@@ -50,6 +50,8 @@ def reference_header(prov: dict, changed_companion: tuple[str, ...] = ()) -> str
             "These numbers come from a smaller run, not the book's full-size results: "
             "the full GPU run of this version of the chapter is pending."
         )
+    if prov.get("claims"):
+        lines.append("Claims of the text checked by this run: " + "; ".join(prov["claims"]) + ".")
     if changed_companion:
         lines.append(
             f"The companion package has changed since this run ({', '.join(changed_companion)}). The code on "

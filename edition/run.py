@@ -101,19 +101,25 @@ def provenance(md: Path, nb: nbformat.NotebookNode, reported: dict, seconds: flo
         "cpu_count": os.cpu_count(),
         "code_sha256": code_fingerprint(code_sources(nb)),
         "companion_files": store.companion_files(),
+        "claims": claims(nb),
     }
 
 
+def claims(nb: nbformat.NotebookNode) -> list[str]:
+    """The chapter's ``[claim]`` lines (:meth:`companion.profiles.Profile.check`), in order, without the tag."""
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                   if o.get("output_type") == "stream")
+    return [line[len("[claim] "):] for line in text.splitlines() if line.startswith("[claim] ")]
+
+
 def record_seconds(prov: dict) -> None:
-    """Add the chapter's run time to ``benchmarks/results.json`` under its profile and device."""
+    """Write the chapter's run time to ``benchmarks/results.json``, under its profile and device."""
     from benchmarks import results_io
 
-    results = json.loads(results_io.RESULTS.read_text()) if results_io.RESULTS.exists() else {}
-    table = results.get("reference_seconds", {})
     where = f"{prov['profile']} on {prov['gpu'] or 'CPU'} ({prov['cpu_count']} cores)"
-    entry = table.setdefault(where, {"device": prov["device"], "torch": prov["torch"], "chapters": {}})
-    entry["chapters"][prov["chapter"]] = {"seconds": prov["seconds"], "date": prov["date"][:10]}
-    results_io.update({"reference_seconds": table})
+    command = f"python -m edition run --profile {prov['profile']} {prov['chapter']}"
+    results_io.record("reference_seconds", (where, prov["chapter"]), {"seconds": prov["seconds"]}, command,
+                      device=prov["device"])
 
 
 def run_chapter(

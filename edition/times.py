@@ -28,12 +28,11 @@ def _clock(seconds: float | None) -> str:
 def columns(results: dict) -> dict[str, dict[str, float]]:
     """``{column title: {chapter: seconds}}``, one column per profile and device measured."""
     found = {}
-    smoke = results.get("book_smoke_seconds_per_chapter")
-    if smoke:
-        cores = results.get("environment", {}).get("cores", "?")
-        found[f"smoke, CPU ({cores} cores)"] = smoke
-    for where, entry in results.get("reference_seconds", {}).items():
-        found[where.replace(" on ", ", ", 1)] = {name: run["seconds"] for name, run in entry["chapters"].items()}
+    smoke = results.get("benchmarks", {}).get("book_smoke")
+    if smoke and "book_smoke_seconds_per_chapter" in smoke["figures"]:
+        found[f"smoke, CPU ({smoke['provenance']['cores']} cores)"] = smoke["figures"]["book_smoke_seconds_per_chapter"]
+    for where, chapters in results.get("reference_seconds", {}).items():
+        found[where.replace(" on ", ", ", 1)] = {name: run["figures"]["seconds"] for name, run in chapters.items()}
     return found
 
 

@@ -49,3 +49,18 @@ def photo_folder(tmp_path: Path) -> Path:
 def photo_folder_large(tmp_path: Path) -> Path:
     """The same two classes with 20 PNGs each: enough validation images for an accuracy bar to mean something."""
     return write_photo_folder(tmp_path / "photos", 20)
+
+
+def pytest_runtest_logreport(report):
+    """Outcomes of the GPU-marked tests, recorded in benchmarks/results.json when they ran."""
+    if "gpu" in report.keywords and (report.when == "call" or report.outcome != "passed"):
+        from benchmarks import gpu_tests
+
+        gpu_tests.note(report.nodeid, report.outcome)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if torch.cuda.is_available():
+        from benchmarks import gpu_tests
+
+        gpu_tests.write()

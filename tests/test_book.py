@@ -28,7 +28,8 @@ def test_every_chapter_is_in_the_toc_and_exists():
         assert (ROOT / f"{entry}.md").exists(), f"_toc.yml names {entry}, which does not exist"
 
 
-def test_every_chapter_starts_with_profile_and_device_and_asserts_its_claims():
+def test_every_chapter_calls_start_chapter_first_and_contains_asserts():
+    """The source side; what the stored runs print is checked below, what each assert checks by nbval."""
     found = chapters()
     assert len(found) >= 1
     for md in found:

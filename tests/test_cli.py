@@ -27,7 +27,8 @@ def test_train_then_predict_as_a_reader_would(photo_folder: Path, tmp_path: Path
     done = run_cli("train", str(photo_folder), *FAST, "--epochs", "2", "--out", str(run))
     assert done.returncode == 0, done.stderr
     metrics = json.loads((run / "metrics.json").read_text())
-    assert 0.0 <= metrics["val_accuracy"] <= 1.0 and metrics["classes"] == ["chelsea", "coffee"]
+    assert metrics["val_images"] == 2 and metrics["val_accuracy"] in (0.0, 0.5, 1.0)  # plumbing, not accuracy
+    assert metrics["classes"] == ["chelsea", "coffee"]
     assert len(metrics["history"]) == 2 and (run / "checkpoint.pt").is_file() and (run / "model.pt").is_file()
     image = next((photo_folder / "chelsea").glob("*.png"))
     predicted = run_cli("predict", str(run), str(image), "--top-k", "2")

@@ -65,15 +65,6 @@ def test_select_classes_relabels(fashion_small):
     assert set(part.labels.tolist()) == {0, 1} and len(part) == 40
 
 
-def test_batch_transform_matches_model_preprocessing():
-    images = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
-    t = data.BatchTransform.for_model("efficientnet_lite0", size=64, channels=3)
-    out = t(images)
-    assert out.shape == (4, 3, 64, 64) and out.dtype == torch.float32
-    assert torch.allclose(out[:, 0], out[:, 2])  # grey repeated
-    assert out.min() >= -1.0 - 1e-5 and out.max() <= 1.0 + 1e-5  # mean = std = 0.5
-
-
 def test_augment_changes_training_batches_only():
     x = torch.rand(8, 3, 32, 32)
     aug = data.Augment(flip=1.0)

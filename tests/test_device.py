@@ -33,5 +33,10 @@ def test_seed_everything_repeats():
     assert torch.equal(a, torch.randn(5))
 
 
-def test_default_workers_nonnegative():
-    assert device.default_num_workers() >= 0
+def test_default_workers_by_platform_and_cores(monkeypatch):
+    monkeypatch.setattr(device.platform, "system", lambda: "Darwin")
+    assert device.default_num_workers() == 0  # spawn-based workers break notebook-defined datasets
+    monkeypatch.setattr(device.platform, "system", lambda: "Linux")
+    for cores, workers in [(1, 0), (2, 1), (3, 2), (8, 4), (64, 4)]:
+        monkeypatch.setattr(device.os, "sched_getaffinity", lambda pid, n=cores: set(range(n)), raising=False)
+        assert device.default_num_workers() == workers, cores

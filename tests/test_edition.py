@@ -36,6 +36,12 @@ print("answer", 6 * 7)
 ```
 
 More prose.
+
+```{code-cell} ipython3
+import companion
+
+companion.profiles.get_profile().check("two times 21 is 42", 2 * 21 == 42, value="42")
+```
 """
 
 
@@ -123,6 +129,12 @@ def test_headers_say_what_ran_where():
     assert banner.CSS_CLASS in cpu and ":class: warning" in cpu
     gpu = banner.reference_header(dict(prov, profile="full", gpu="NVIDIA H100", device="cuda:0 (NVIDIA H100)"))
     assert "reference run on NVIDIA H100" in gpu and "pending" not in gpu and ":class: tip" in gpu
+    claims = banner.reference_header(dict(prov, claims=["probe >= 0.85 (0.812): not checked in 'quick' (applies in full)"]))
+    assert "Claims of the text checked by this run: probe >= 0.85 (0.812): not checked in 'quick'" in claims
+
+
+def test_the_run_records_the_claims_the_chapter_checked(stored):
+    assert stored[1]["claims"] == ["two times 21 is 42 (42): holds"]
 
 
 def test_the_header_goes_under_the_title():
@@ -188,8 +200,10 @@ def test_results_json_keeps_reference_times_per_profile_and_device(stored, monke
     run.record_seconds(dict(prov, chapter="other", seconds=3.0))
     saved = json.loads((tmp_path / "results.json").read_text())["reference_seconds"]
     assert list(saved) == ["smoke on CPU (2 cores)"]
-    chapters_seen = saved["smoke on CPU (2 cores)"]["chapters"]
-    assert chapters_seen["tiny"]["seconds"] == prov["seconds"] and chapters_seen["other"]["seconds"] == 3.0
+    chapters_seen = saved["smoke on CPU (2 cores)"]
+    assert chapters_seen["tiny"]["figures"] == {"seconds": prov["seconds"]} and chapters_seen["other"]["figures"]["seconds"] == 3.0
+    assert chapters_seen["other"]["provenance"]["command"] == "python -m edition run --profile smoke other"
+    assert chapters_seen["tiny"]["provenance"]["device"] == prov["device"]
 
 
 def test_readme_chapter_times_are_the_measured_ones():
@@ -202,8 +216,9 @@ def test_readme_chapter_times_are_the_measured_ones():
 
 
 def test_times_table_layout():
-    results = {"book_smoke_seconds_per_chapter": {"a": 61.0}, "environment": {"cores": 2},
-               "reference_seconds": {"full on NVIDIA H100 (16 cores)": {"chapters": {"b": {"seconds": 300.4}}}}}
+    results = {"benchmarks": {"book_smoke": {"figures": {"book_smoke_seconds_per_chapter": {"a": 61.0}},
+                                             "provenance": {"cores": 2}}},
+               "reference_seconds": {"full on NVIDIA H100 (16 cores)": {"b": {"figures": {"seconds": 300.4}}}}}
     assert times.table(results).splitlines() == [
         "| chapter | smoke, CPU (2 cores) | full, NVIDIA H100 (16 cores) |",
         "| --- | ---: | ---: |",
