@@ -334,3 +334,95 @@ def test_progress_bars_follow_the_argument_then_the_environment(monkeypatch):
     assert train._progress_enabled(None) is True and train._progress_enabled(False) is False
     monkeypatch.delenv("TLBOOK_PROGRESS")
     assert train._progress_enabled(None) is True
+
+
+def _shuffled_linear_run(tmp_path, epochs, **kw):
+    """A fast, shuffled, scheduled run of a linear model on fixed random data (for resume checks)."""
+    torch.manual_seed(0)
+    model = nn.Linear(5, 3)
+    x, y = torch.randn(40, 5, generator=torch.Generator().manual_seed(1)), torch.arange(40) % 3
+    history = train.fit(model, data.ArrayLoader(x, y, 8, shuffle=True, seed=2), _uneven(x[:11], y[:11]), epochs=epochs,
+                        lr=0.05, schedule="cosine", device="cpu", verbose=False, **kw)
+    return model, history
+
+
+def test_resume_restores_weights_optimizer_schedule_history_and_shuffling(tmp_path):
+    """Every piece of state matters: without the optimizer's moments, the schedule's position, the
+    history or the loader's random state, the resumed epochs differ from an uninterrupted run."""
+    straight_model, straight = _shuffled_linear_run(tmp_path, 4)
+    ckpt = tmp_path / "run.pt"
+
+    def interrupt_after_second_epoch(epoch, model, optimizer):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # the same 4-epoch run, stopped after its 2nd epoch was saved
+        _shuffled_linear_run(tmp_path, 4, checkpoint=ckpt, epoch_end=interrupt_after_second_epoch)
+    resumed_model, resumed = _shuffled_linear_run(tmp_path, 4, checkpoint=ckpt, resume=True)
+    strip = lambda h: {k: v for k, v in h.items() if k != "seconds"}  # noqa: E731
+    assert [strip(h) for h in resumed] == [strip(h) for h in straight]
+    assert torch.equal(resumed_model.weight, straight_model.weight)
+    kept = train.load_checkpoint(ckpt)
+    assert kept["epoch"] == 3 and set(kept) >= {"optimizer", "scheduler", "history", "torch_rng", "loader_rng"}
+
+
+def test_resume_without_a_checkpoint_starts_fresh_and_fit_needs_trainable_parameters(tmp_path):
+    _, history = _shuffled_linear_run(tmp_path, 1, checkpoint=tmp_path / "none-yet.pt", resume=True)
+    assert [h["epoch"] for h in history] == [1] and (tmp_path / "none-yet.pt").exists()
+    frozen = nn.Linear(2, 2).requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        train.fit(frozen, [(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long))], epochs=1, device="cpu")
+
+
+def test_fit_defaults_to_adamw_at_lr_and_uses_the_given_loss_and_count(capsys):
+    model, x, y = _linear_problem(4)
+    seen = {}
+
+    def loss_fn(out, labels):
+        seen["loss_fn"] = True
+        return nn.functional.cross_entropy(out, labels) * 0 + 2.0 + out.sum() * 0
+
+    history = train.fit(model, _uneven(x, y), _uneven(x, y), epochs=1, lr=0.01, device="cpu", loss_fn=loss_fn,
+                        correct_fn=lambda out, labels: len(labels), epoch_end=lambda e, m, opt: seen.update(opt=opt))
+    assert seen["loss_fn"] and isinstance(seen["opt"], torch.optim.AdamW) and seen["opt"].param_groups[0]["lr"] == 0.01
+    assert history[0]["train_loss"] == pytest.approx(2.0) and history[0]["val_loss"] == pytest.approx(2.0)
+    assert history[0]["train_accuracy"] == 1.0 == history[0]["val_accuracy"] and history[0]["lr"] == 0.01
+    printed = capsys.readouterr().out.strip()
+    assert printed.startswith("epoch   1/1  train loss 2.0000 acc 1.000  val loss 2.0000 acc 1.000")
+
+
+def test_evaluate_and_predict_run_the_preprocess_in_eval_mode():
+    """Augmentation belongs to training: evaluation must see the un-augmented images."""
+    model, x, y = _linear_problem()
+
+    class Flip(nn.Module):
+        def forward(self, batch):
+            return -batch if self.training else batch
+
+    flip = Flip().train()
+    plain = train.evaluate(model, _uneven(x, y), device="cpu")
+    assert train.evaluate(model, _uneven(x, y), preprocess=flip, device="cpu") == plain
+    probs, _ = train.predict(model, _uneven(x, y), preprocess=Flip().train(), device="cpu")
+    assert torch.allclose(probs, train.predict(model, _uneven(x, y), device="cpu")[0])
+
+
+def test_checkpoint_files_that_are_not_ours_are_named(tmp_path):
+    with pytest.raises(CheckpointError, match=f"no checkpoint at {tmp_path / 'missing.pt'}"):
+        train.load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "cut.pt").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(CheckpointError, match="cut.pt is not a readable PyTorch checkpoint"):
+        train.load_checkpoint(tmp_path / "cut.pt")
+    torch.save({"weights": {}}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match=r"other.pt is not a companion checkpoint \(no 'model' entry\)"):
+        train.load_checkpoint(tmp_path / "other.pt")
+
+
+def test_load_weights_names_what_differs_and_loads_partially_when_asked():
+    model = nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 2))
+    state = {k: v for k, v in model.state_dict().items() if k.startswith("0.")}
+    with pytest.raises(CheckpointError, match=r"2 tensors missing \(e.g. \['1.weight', '1.bias'\]\), 0 unexpected"):
+        train.load_weights(model, state)
+    train.load_weights(model, {k: torch.ones_like(v) for k, v in state.items()}, strict=False)
+    assert torch.equal(model[0].weight, torch.ones(2, 3))
+    with pytest.raises(CheckpointError, match=r"1 tensors differ in shape, first 0.weight: \(4, 3\) in the checkpoint vs \(2, 3\)"):
+        train.load_weights(model, {"0.weight": torch.zeros(4, 3), "0.bias": torch.zeros(2)}, strict=False)

@@ -307,10 +307,10 @@ def test_multitask_correct_and_task_accuracy_count_exactly():
         net.heads["b"].weight.copy_(torch.eye(5)[3:])
         net.heads["b"].bias.zero_()
     x = torch.tensor([[1.0, 0, 0, 1, 0], [0, 1, 0, 0, 1], [0, 0, 1, 1, 0], [1, 0, 0, 0, 1]])  # predicts a=0,1,2,0; b=0,1,0,1
-    labels = torch.tensor([[0, 0], [1, 0], [0, 0], [0, 1]])  # a right: rows 0, 1, 3; b right: rows 0, 2, 3
+    labels = torch.tensor([[0, 0], [1, 1], [0, 0], [0, 1]])  # a right: rows 0, 1, 3; b right: every row
     logits = net(x)
-    assert net.correct(logits, labels) == 2  # rows 0 and 3: every task right
-    assert net.task_accuracy([(x[:3], labels[:3]), (x[3:], labels[3:])], device="cpu") == {"a": 0.75, "b": 0.75}
+    assert net.correct(logits, labels) == 3  # rows 0, 1 and 3: every task right
+    assert net.task_accuracy([(x[:3], labels[:3]), (x[3:], labels[3:])], device="cpu") == {"a": 0.75, "b": 1.0}
     expected = nn_f.cross_entropy(logits[:, :3], labels[:, 0]) + 0.5 * nn_f.cross_entropy(logits[:, 3:], labels[:, 1])
     assert torch.allclose(net.loss(logits, labels), expected)
     assert {t: v.shape for t, v in net.split(logits).items()} == {"a": (4, 3), "b": (4, 2)}
@@ -328,3 +328,67 @@ def test_cached_features_come_from_memory_then_disk(tmp_path, fashion_small):
     assert torch.allclose(first[0], expected[0], atol=1e-6) and torch.equal(first[1], subset.labels)
     stored = torch.load(next(tmp_path.glob("*.pt")), weights_only=True)
     assert torch.equal(stored["features"], first[0]) and torch.equal(stored["labels"], first[1])
+
+
+def test_documented_defaults():
+    """The defaults the docstrings promise: decay 0.5 and no weight decay per stage, one stage
+    unfrozen per epoch at half the rate, the frozen extractor, a shuffled feature loader seeded 0."""
+    model = models.create("simple_cnn", num_classes=3)
+    groups = transfer.discriminative_param_groups(model, "simple_cnn", lr=0.1)
+    assert [g["lr"] for g in groups] == pytest.approx([0.1, 0.05, 0.025, 0.0125])
+    assert all(g["weight_decay"] == 0.0 for g in groups)
+    transfer.freeze_stages(model, "simple_cnn")
+    assert _trainable(model) == {"classifier.weight", "classifier.bias"}
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    step = transfer.gradual_unfreezer("simple_cnn", lr=0.1)
+    step(0, model, optimizer)
+    assert optimizer.param_groups[-1]["lr"] == pytest.approx(0.05) and len(optimizer.param_groups) == 2
+    features, labels = torch.arange(20.0).view(20, 1), torch.arange(20)
+    default = torch.cat([y for _, y in transfer.feature_loader(features, labels, 5)])
+    assert torch.equal(default, torch.cat([y for _, y in transfer.feature_loader(features, labels, 5, seed=0)]))
+    assert not torch.equal(default, torch.cat([y for _, y in transfer.feature_loader(features, labels, 5, seed=1)]))
+
+
+def test_gradual_unfreezer_every_three_epochs():
+    model = models.create("simple_cnn", num_classes=3)
+    transfer.freeze_stages(model, "simple_cnn", 0)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    step = transfer.gradual_unfreezer("simple_cnn", lr=0.1, every=3)
+    counts = []
+    for epoch in range(7):
+        step(epoch, model, optimizer)
+        counts.append(len(optimizer.param_groups))
+    assert counts == [1, 1, 2, 2, 2, 3, 3]  # after epochs 3 and 6
+
+
+def test_fingerprint_tells_apart_what_the_features_depend_on():
+    fp = transfer._fingerprint
+    zeros = torch.zeros(4, dtype=torch.uint8)
+    assert fp(zeros) != fp(zeros.view(2, 2)) and fp(zeros) != fp(zeros.view(torch.int8))  # same bytes
+    assert fp(None) != fp("bilinear") and fp("a") != fp("b") and fp(zeros, None) == fp(zeros, None)
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    assert fp(a) != fp(b) and fp(a) != fp(torch.nn.Linear(2, 3))
+
+
+def test_cached_features_key_on_images_and_labels_and_default_folder(monkeypatch, tmp_path, fashion_small):
+    import dataclasses
+
+    monkeypatch.setenv("TLBOOK_DATA", str(tmp_path))
+    subset = data.balanced_subset(fashion_small[0], 1)
+    backbone = models.create("simple_cnn", num_classes=0, in_channels=1)
+    prep = data.BatchTransform(28, (0.5,), (0.5,), channels=1)
+    _, labels = transfer.cached_features(backbone, subset, preprocess=prep)
+    assert len(list((tmp_path / "features").glob("*.pt"))) == 1  # default: $TLBOOK_DATA/features
+    relabelled = dataclasses.replace(subset, labels=subset.labels.flip(0))
+    _, other_labels = transfer.cached_features(backbone, relabelled, preprocess=prep)
+    assert torch.equal(other_labels, labels.flip(0))  # never the entry of the other labels
+    changed = dataclasses.replace(subset, images=subset.images.flip(0))
+    features, _ = transfer.cached_features(backbone, changed, preprocess=prep)
+    assert len(list((tmp_path / "features").glob("*.pt"))) == 3
+
+
+def test_multitask_task_accuracy_of_an_empty_loader_is_zero():
+    net = transfer.MultiTaskNet(torch.nn.Flatten(), 5, {"a": 3})
+    assert net.task_accuracy([], device="cpu") == {"a": 0.0}
+    with pytest.raises(ValueError, match=r"^MultiTaskNet needs at least one task, e\.g\. tasks=\{'category': 10\}$"):
+        transfer.MultiTaskNet(torch.nn.Flatten(), 5, {})
