@@ -234,3 +234,39 @@ def test_predict_caps_top_k_and_lists_classes_by_probability(photo_folder: Path,
 def test_unknown_mode_is_one_error_line(photo_folder: Path, tmp_path: Path, capsys):
     assert cli.main(["train", str(photo_folder), *FAST[:2], "--mode", "distill", "--out", str(tmp_path / "r")]) == 2
     assert capsys.readouterr().err.strip() == "error: unknown mode 'distill'; choose one of scratch, feature, finetune"
+
+
+def test_parser_defaults_are_the_documented_ones():
+    args = cli.build_parser().parse_args(["train", "photos", "--out", "run"])
+    assert (args.model, args.mode, args.epochs, args.lr, args.batch_size) == ("efficientnet_lite0", "feature", 10, 1e-3, 32)
+    assert (args.image_size, args.val_fraction, args.augment, args.seed, args.resume) == (None, 0.2, True, 0, False)
+    assert (args.device, args.workers) == (None, None)
+    assert cli.build_parser().parse_args(["train", "p", "--out", "r", "--no-augment"]).augment is False
+    assert cli.build_parser().parse_args(["predict", "run", "a.png", "b.png"]).top_k == 3
+
+
+def test_a_class_with_one_image_and_an_unwritable_run_folder_are_errors(photo_folder: Path, tmp_path: Path, capsys):
+    (photo_folder / "tea").mkdir()
+    next((photo_folder / "coffee").glob("*.png")).rename(photo_folder / "tea" / "only.png")
+    assert cli.main(["train", str(photo_folder), *FAST, "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: classes ['tea'] in {photo_folder} have fewer than 2 images: "
+                                               "one is needed for training and one for validation")
+    (photo_folder / "tea" / "only.png").unlink()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert cli.main(["train", str(photo_folder), *FAST, "--out", str(blocker / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: cannot write to run folder {blocker / 'run'}") and "choose a writable --out" in err
+
+
+def test_run_folder_files_are_complete_json(photo_folder: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    assert cli.main(["train", str(photo_folder), *FAST, "--epochs", "1", "--out", str(run)]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config == {"data_dir": str(photo_folder.resolve()), "model": "simple_cnn", "mode": "scratch",
+                      "classes": ["chelsea", "coffee"], "image_size": 32, "epochs": 1, "lr": 1e-3, "batch_size": 4,
+                      "seed": 0, "val_fraction": 0.2, "augment": True}
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["train_images"] == 10 and metrics["val_images"] == 2 and metrics["device"].startswith("cpu")
+    assert metrics["trainable_parameters"] == sum(p.numel() for p in cli.load_run(run)[0].parameters())
+    assert not list(run.glob(".*"))  # no temporary or probe file left behind

@@ -1,3 +1,6 @@
+import pickle
+
+import numpy as np
 import pytest
 import torch
 
@@ -267,3 +270,70 @@ def test_published_constants():
     assert models.IMAGENET_MEAN == (0.485, 0.456, 0.406) and models.IMAGENET_STD == (0.229, 0.224, 0.225)
     assert models.CIFAR10_MEAN == (0.4914, 0.4822, 0.4465) and models.CIFAR10_STD == (0.2470, 0.2435, 0.2616)
     assert data.FASHION_MNIST_CLASSES == list(__import__("torchvision").datasets.FashionMNIST.classes)
+
+
+def test_published_fashion_mnist_results_are_parsed_from_the_readme():
+    table = data.fashion_mnist_benchmarks()
+    assert list(table.columns) == ["classifier", "preprocessing", "accuracy", "submitter"]
+    assert table["accuracy"].is_monotonic_decreasing and table["accuracy"].between(0.8, 1.0).all()
+    human = table[table["classifier"] == "Human Performance"].iloc[0]
+    assert human["accuracy"] == 0.835 and human["submitter"] == "Leo"
+    mobilenet = table[table["classifier"] == "MobileNet"].iloc[0]
+    assert mobilenet["accuracy"] == 0.95 and mobilenet["submitter"] == "@苏剑林"  # link markup removed
+    assert mobilenet["preprocessing"] == "augmentation (horizontal flips)"
+
+
+def test_cifar10_standin_is_balanced_seeded_and_labelled_by_photo(tmp_path):
+    folder = data.write_cifar10_standin(tmp_path / "a", per_class_train=50, per_class_test=10, seed=3)
+    again = data.write_cifar10_standin(tmp_path / "b", per_class_train=50, per_class_test=10, seed=3)
+    other = data.write_cifar10_standin(tmp_path / "c", per_class_train=50, per_class_test=10, seed=4)
+    read = lambda f, name: pickle.loads((f / name).read_bytes())  # noqa: E731
+    batches = [read(folder, f"data_batch_{b}") for b in range(1, 6)]
+    labels = sum((b["labels"] for b in batches), [])
+    assert torch.bincount(torch.tensor(labels)).tolist() == [50] * 10
+    assert torch.bincount(torch.tensor(read(folder, "test_batch")["labels"])).tolist() == [10] * 10
+    assert all(b["data"].shape == (100, 3072) and b["data"].dtype == np.uint8 for b in batches)
+    assert (read(folder, "data_batch_1")["data"] == read(again, "data_batch_1")["data"]).all()
+    assert not (read(folder, "data_batch_1")["data"] == read(other, "data_batch_1")["data"]).all()
+    assert read(folder, "batches.meta")["label_names"] == [f"photo:{p}" for p in data.STANDIN_PHOTOS]
+    assert "NOT CIFAR-10" in (folder / "STAND-IN.txt").read_text()
+    first = read(folder, "data_batch_1")
+    means = {}  # a crop's colour follows its photo: the grey brick differs from the colour wheel
+    for x, y in zip(first["data"], first["labels"]):
+        means.setdefault(y, []).append(x.reshape(3, -1).mean(1))
+    channel_spread = lambda y: float(np.mean([m.max() - m.min() for m in means[y]]))  # noqa: E731
+    assert channel_spread(data.STANDIN_PHOTOS.index("brick")) < channel_spread(data.STANDIN_PHOTOS.index("colorwheel"))
+
+
+def test_load_checks_the_split_and_lets_only_smoke_use_the_standin(monkeypatch, tmp_path):
+    with pytest.raises(ValueError, match="split must be 'train' or 'test', got 'validation'"):
+        data.load("fashion_mnist", "validation")
+    monkeypatch.setenv("TLBOOK_DATA", str(tmp_path))
+    monkeypatch.setenv("TLBOOK_OFFLINE", "1")
+    monkeypatch.setenv("TLBOOK_PROFILE", "quick")
+    with pytest.raises(DatasetUnavailableError, match="Only the smoke profile may use the announced stand-in"):
+        data.load("cifar10", "test")
+    monkeypatch.setenv("TLBOOK_PROFILE", "smoke")
+    standin = data.load("cifar10", "test")
+    assert not standin.real and len(standin) == 1000 and standin.name == "cifar10/test"
+    assert "data cifar10/test" in provenance.sources()
+
+
+def test_hidden_files_and_classes_without_images_are_not_classes(photo_folder):
+    (photo_folder / ".cache").mkdir()
+    (photo_folder / "empty").mkdir()
+    (photo_folder / "broken_only").mkdir()
+    (photo_folder / "broken_only" / "x.png").write_bytes(b"not a png")
+    (photo_folder / "coffee" / ".DS_Store").write_bytes(b"\x00")
+    classes, bad = data.check_image_folder(photo_folder)
+    assert classes == ["chelsea", "coffee"] and [f.name for f, _ in bad] == ["x.png"]
+    assert "unreadable image" in bad[0][1]
+    ds = data.image_folder(photo_folder, report=False)
+    assert ds.classes == ["chelsea", "coffee"] and len(ds) == 12
+
+
+def test_array_dataset_items_and_class_count(fashion_small):
+    train_set, _ = fashion_small
+    image, label = train_set[7]
+    assert torch.equal(image, train_set.images[7]) and label == int(train_set.labels[7]) and isinstance(label, int)
+    assert train_set.num_classes == 10 and len(train_set) == 200

@@ -189,3 +189,31 @@ def test_names_and_categories():
     frozen = torch.nn.Linear(3, 2)
     frozen.bias.requires_grad_(False)
     assert models.count_parameters(frozen, trainable_only=True) == 6 and models.count_parameters(frozen) == 8
+
+
+def test_a_single_image_without_batch_dimension_is_a_clear_error():
+    model = models.create("simple_cnn", num_classes=3).eval()
+    with pytest.raises(InputShapeError, match=r"got \(3, 32, 32\).*in_channels=\?.*x\.unsqueeze\(0\)"):
+        model(torch.randn(3, 32, 32))
+
+
+def test_other_channel_counts_keep_what_the_stem_learned():
+    """timm's adapt_input_conv: for 4 channels the RGB kernels are repeated (R, G, B, R) and scaled
+    by 3/4, so that an image with the same value in every channel gives the same response; the
+    convolution keeps its stride, padding and kernel size."""
+    rgb = models.create("resnet18", num_classes=5)
+    assert models.adapt_input_channels(rgb, "resnet18", 3) is rgb  # already 3 channels: untouched
+    stem = models.create("resnet18", num_classes=5)
+    original = stem.conv1.weight.detach().clone()
+    adapted = models.adapt_input_channels(stem, "resnet18", 4).conv1
+    assert torch.allclose(adapted.weight[:, :3], original * 3 / 4) and torch.allclose(adapted.weight[:, 3], original[:, 0] * 3 / 4)
+    grey = models.adapt_input_channels(models.create("resnet18", num_classes=5), "resnet18", 1).conv1
+    assert (grey.stride, grey.padding, grey.kernel_size, grey.bias) == ((2, 2), (3, 3), (7, 7), None)
+
+
+def test_create_keeps_or_replaces_heads_and_marks_the_name():
+    assert models.create("simple_cnn").classifier.out_features == 10  # its own 10-way head
+    assert models.create("resnet18").fc.out_features == 1000  # ImageNet's head kept
+    model = models.create("mobilenet_v2", num_classes=4, in_channels=1)
+    assert model.classifier[1].out_features == 4 and model.features[0][0].in_channels == 1
+    assert model.tlbook_name == "mobilenet_v2" and model.training
