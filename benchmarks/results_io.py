@@ -12,6 +12,10 @@ An entry is always written whole by one run (:func:`record`): its figures and it
 (the command, date, device, versions and commit). A run never merges figures into an entry
 that another run wrote, so every figure in the file can be traced to one command, and a test
 fails on any key that no writer produces.
+
+For the checks that read the speed figures by name (``results["cached_features_speedup"]``,
+``results["fit_vs_naive"]``, ...), :func:`save` also writes every figure of the ``benchmarks``
+entries at the top level: a copy derived from the entries on every write, never edited.
 """
 
 from __future__ import annotations
@@ -76,25 +80,30 @@ def provenance(command: str, *, complete: bool = True, note: str | None = None, 
 
 
 def load(path: Path | None = None) -> dict:
-    """The whole file (an empty one of this schema when there is none yet)."""
+    """The sections of the file (an empty one of this schema when there is none yet)."""
     path = path or RESULTS
     if not path.exists():
         return {"schema": SCHEMA}
     results = json.loads(path.read_text())
     if results.get("schema") != SCHEMA:
         raise ValueError(f"{path} has schema {results.get('schema')!r}, not {SCHEMA}: regenerate it with `make bench`")
-    return results
+    return {k: v for k, v in results.items() if k == "schema" or k in WRITERS}  # the top-level copies are re-derived
 
 
 def save(results: dict, path: Path | None = None) -> None:
     """Write ``results`` atomically, sections in a fixed order."""
     from companion.train import atomic_write
 
-    unknown = set(results) - set(WRITERS) - {"schema"}
+    unknown = set(results) - set(WRITERS) - {"schema"} - set(flat_figures(results))
     if unknown:
         raise ValueError(f"results.json sections {sorted(unknown)} have no writer; known: {sorted(WRITERS)}")
-    ordered = {"schema": SCHEMA, **{k: results[k] for k in WRITERS if k in results}}
+    ordered = {"schema": SCHEMA, **{k: results[k] for k in WRITERS if k in results}, **flat_figures(results)}
     atomic_write(path or RESULTS, lambda f: f.write((json.dumps(ordered, indent=2) + "\n").encode()))
+
+
+def flat_figures(results: dict) -> dict:
+    """Every figure of the ``benchmarks`` entries by its own name (the top-level copy)."""
+    return {name: value for entry in results.get("benchmarks", {}).values() for name, value in entry["figures"].items()}
 
 
 def record(section: str, keys: tuple[str, ...], figures: dict, command: str, *, complete: bool = True,

@@ -36,7 +36,8 @@ def _leaves_outside_entries(node, path=()):
 
 def test_every_section_has_a_writer_and_every_figure_sits_in_an_entry():
     assert RESULTS["schema"] == results_io.SCHEMA
-    assert set(RESULTS) - {"schema"} <= set(results_io.WRITERS)
+    flat = {k: v for k, v in RESULTS.items() if k != "schema" and k not in results_io.WRITERS}
+    assert flat == results_io.flat_figures(RESULTS), "top-level figures are only the copies of the benchmark entries"
     stray = [p for s in results_io.WRITERS if s in RESULTS for p in _leaves_outside_entries(RESULTS[s], (s,))]
     assert stray == [], f"values outside any run's entry (typed in?): {stray}"
 
@@ -63,6 +64,7 @@ def test_record_replaces_an_entry_whole_and_refuses_unknown_sections(tmp_path):
     assert entry["figures"] == {"fit_vs_naive": 2.0}  # nothing merged from the earlier run
     assert entry["provenance"]["complete"] is False and entry["provenance"]["note"] == "cut short"
     assert entry["provenance"]["command"] == "python -m benchmarks fit_vs_naive"
+    assert json.loads(path.read_text())["fit_vs_naive"] == 2.0  # the top-level copy follows the entry
     with pytest.raises(ValueError, match="have no writer"):
         results_io.record("hand_typed", (), {"x": 1}, "vim", path=path)
     path.write_text('{"cached_features_speedup": 267.0}')
