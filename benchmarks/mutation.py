@@ -10,8 +10,8 @@ companion's core modules against the unit tests, then this module reads mutmut's
 * ``not_run``: no test calls the mutated function at all (``no tests`` in mutmut);
 * ``kill_rate``: killed / (killed + survived), the share of *executed* mutants caught.
 
-Each survivor is listed by name in ``benchmarks/mutants.md`` with its diff, and either gets a
-test or a reason why it cannot change behaviour (:data:`EQUIVALENT`).
+Each survivor is listed by name in ``benchmarks/mutants.md`` with its diff and its kind
+(:data:`RULES`): equivalent, display-only, CUDA-only, or "needs a test".
 """
 
 from __future__ import annotations
@@ -31,9 +31,23 @@ REPORT = Path(__file__).resolve().parent / "mutants.md"
 STATUS = {1: "killed", 3: "killed", 0: "survived", 33: "not_run", 5: "not_run", 34: "skipped",
           36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout"}
 
-# Surviving mutants that cannot change what the code does, with the reason (kept short and checked
-# against the current list: a name that no longer survives is dropped from the report).
-EQUIVALENT: dict[str, str] = {}
+# Survivors that no unit test should catch, recognised by the changed line of their diff:
+# (regex on the mutated line, kind, reason). "equivalent": the program computes the same thing;
+# "display": only text or a progress bar meant for a person changes; "CUDA": the line only matters
+# on a GPU, and mutmut runs the CPU tests (the GPU tests cover it there). Anything else "needs a test".
+RULES: list[tuple[str, str, str]] = [
+    (r"nn\.ReLU\(inplace=", "equivalent", "an in-place ReLU computes the same values"),
+    (r"\.parameters\(recurse=", "equivalent", "batch-norm layers have no sub-modules, so recursing finds the same parameters"),
+    (r"_forward_batches\(.*, (None|\"XX\w+XX\"|\"[A-Z]+\"), (progress|False|True|None)\):$", "display",
+     "the label of a progress bar"),
+    (r"progress: bool \| None = (True|None)|_forward_batches\(.*, (True|None)\):$", "display",
+     "whether a progress bar is drawn (tests run with TLBOOK_PROGRESS=0)"),
+    (r"desc=|bar\.set_postfix|leave=", "display", "a progress bar's text"),
+    (r"^\s*print\(|if (not )?verbose|verbose: bool = (False|None)", "display", "what is printed for the reader"),
+    (r"map_location=", "equivalent", "the files hold CPU tensors, which load onto the CPU either way"),
+    (r"channels_last|prepare_model|non_blocking|pin_memory|cudnn|device\.type == \"cuda\"|resident", "CUDA",
+     "only changes what happens on a CUDA device"),
+]
 
 
 def verdicts(module: str) -> dict[str, str]:
@@ -72,17 +86,33 @@ def diff(name: str) -> str:
             return f"(no diff: {type(exc).__name__}: {exc}; see `mutmut show {name}` in {os.getcwd()})"
 
 
-def write_report(survivors: list[str]) -> None:
-    """``benchmarks/mutants.md``: every survivor, its diff, and why it is equivalent where it is."""
-    lines = ["# Surviving mutants", "", "Written by `make mutants` (`python -m benchmarks.mutation`); do not edit.",
-             "A survivor is a change to the companion that no unit test notices. Each one below either",
-             "needs a test, or is listed in `EQUIVALENT` in `benchmarks/mutation.py` with the reason it",
-             "cannot change behaviour.", ""]
+def classify(mutant_diff: str) -> tuple[str, str]:
+    """``(kind, reason)`` of a survivor from its diff (:data:`RULES`), else ``("needs a test", "")``."""
+    import re
+
+    changed = [line[1:] for line in mutant_diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    for pattern, kind, reason in RULES:
+        if any(re.search(pattern, line) for line in changed):
+            return kind, reason
+    return "needs a test", ""
+
+
+def write_report(survivors: list[str]) -> Counter:
+    """``benchmarks/mutants.md``: every survivor with its diff and kind; returns the count per kind."""
+    kinds, sections = Counter(), []
     for name in survivors:
-        reason = EQUIVALENT.get(name)
-        lines += [f"## `{name}`", "", f"Equivalent: {reason}" if reason else "Needs a test.", "",
-                  "```diff", diff(name), "```", ""]
-    REPORT.write_text("\n".join(lines))
+        shown = diff(name)
+        kind, reason = classify(shown)
+        kinds[kind] += 1
+        sections += [f"## `{name}`", "", f"**{kind}**" + (f": {reason}." if reason else ""), "", "```diff", shown, "```", ""]
+    head = ["# Surviving mutants", "", "Written by `make mutants` (`python -m benchmarks.mutation`); do not edit.", "",
+            "A survivor is a small change to the companion that no unit test notices. Each is classified by",
+            "the rules in `benchmarks/mutation.py`: **equivalent** (computes the same thing), **display**",
+            "(only text meant for a person changes), **CUDA** (matters only on a GPU; mutmut runs the CPU",
+            "tests), or **needs a test**.", "",
+            "| kind | survivors |", "| --- | ---: |", *[f"| {k} | {n} |" for k, n in kinds.most_common()], ""]
+    REPORT.write_text("\n".join(head + sections))
+    return kinds
 
 
 def main(argv: list[str]) -> int:
@@ -99,10 +129,9 @@ def main(argv: list[str]) -> int:
     unchecked = sum(m["not_checked"] for m in per_module.values())
     complete = unchecked == 0 and set(per_module) == set(MODULES)
     note = None if complete else f"cut short: {unchecked} mutants not checked, modules run: {sorted(per_module)}"
-    figures = {"modules": per_module, "goal": GOAL,
-               "survivors": {"total": len(survivors), "equivalent": sum(n in EQUIVALENT for n in survivors)}}
+    kinds = write_report(survivors)
+    figures = {"modules": per_module, "goal": GOAL, "survivors": {"total": len(survivors), **dict(kinds)}}
     results_io.record("mutation", (), figures, "make mutants", complete=complete, note=note)
-    write_report(survivors)
     for module, m in per_module.items():
         rate = "n/a" if m["kill_rate"] is None else f"{m['kill_rate']:.1%}"
         mark = "" if m["kill_rate"] is None or m["kill_rate"] >= GOAL else f"  (below the {GOAL:.0%} goal)"
