@@ -86,14 +86,32 @@ def diff(name: str) -> str:
             return f"(no diff: {type(exc).__name__}: {exc}; see `mutmut show {name}` in {os.getcwd()})"
 
 
+def _touches_device(before: str, after: str) -> bool:
+    """Whether the one change from ``before`` to ``after`` sits in a ``device`` argument or value."""
+    import difflib
+
+    if before.strip().startswith("device = "):
+        return True
+    ops = [op for op in difflib.SequenceMatcher(None, before, after, autojunk=False).get_opcodes() if op[0] != "equal"]
+    if not ops:
+        return False
+    start, end = ops[0][1], ops[-1][2]
+    old, new = before[start:end], after[ops[0][3] : ops[-1][4]]
+    return "device" in old or "device" in new or before[:start].rstrip().endswith("device=")
+
+
 def classify(mutant_diff: str) -> tuple[str, str]:
     """``(kind, reason)`` of a survivor from its diff (:data:`RULES`), else ``("needs a test", "")``."""
     import re
 
-    changed = [line[1:] for line in mutant_diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    lines = mutant_diff.splitlines()
+    changed = [line[1:] for line in lines if line.startswith("+") and not line.startswith("+++")]
+    removed = [line[1:] for line in lines if line.startswith("-") and not line.startswith("---")]
     for pattern, kind, reason in RULES:
         if any(re.search(pattern, line) for line in changed):
             return kind, reason
+    if len(changed) == len(removed) == 1 and _touches_device(removed[0], changed[0]):
+        return "CUDA", "only changes which device runs it, and on this CPU-only run every choice is the CPU"
     return "needs a test", ""
 
 

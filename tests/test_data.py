@@ -337,3 +337,92 @@ def test_array_dataset_items_and_class_count(fashion_small):
     image, label = train_set[7]
     assert torch.equal(image, train_set.images[7]) and label == int(train_set.labels[7]) and isinstance(label, int)
     assert train_set.num_classes == 10 and len(train_set) == 200
+
+
+def _rand_returning(value):
+    """A stand-in for torch.rand that returns ``value`` everywhere (to pin Augment's draws)."""
+    return lambda *size, device=None: torch.full(size, float(value), device=device)
+
+
+def test_augment_shift_is_a_fraction_of_the_side_with_border_padding(monkeypatch):
+    """rand = 1 draws the largest shift: (2 * 1 - 1) * 2 * shift in grid units (2 = the whole side),
+    so shift = 1/8 of an 8-pixel side moves the image by exactly one pixel; the edge is repeated."""
+    monkeypatch.setattr(data.torch, "rand", _rand_returning(1.0))
+    x = torch.arange(64.0).view(1, 1, 8, 8)
+    moved = data.Augment(flip=0.0, degrees=0.0, shift=1 / 8)(x)
+    expected = torch.cat([x[..., 1:], x[..., -1:]], dim=-1)  # shifted left by one column...
+    expected = torch.cat([expected[..., 1:, :], expected[..., -1:, :]], dim=-2)  # ...and up by one row
+    assert torch.allclose(moved, expected, atol=1e-4)
+
+
+def test_augment_rotates_by_up_to_degrees_and_flips_below_the_probability(monkeypatch):
+    x = torch.arange(64.0).view(1, 1, 8, 8)
+    monkeypatch.setattr(data.torch, "rand", _rand_returning(1.0))  # angle = +degrees, no flip (1 >= 0.5)
+    assert torch.allclose(data.Augment(degrees=90)(x), torch.rot90(x, k=1, dims=(-2, -1)), atol=1e-4)
+    monkeypatch.setattr(data.torch, "rand", _rand_returning(0.0))  # angle = -degrees, flip (0 < 0.5)
+    assert torch.allclose(data.Augment(degrees=90)(x), torch.rot90(x, k=-1, dims=(-2, -1)).flip(-1), atol=1e-4)
+    monkeypatch.setattr(data.torch, "rand", _rand_returning(0.25))  # a flip exactly at the probability: no
+    assert torch.allclose(data.Augment(flip=0.25)(x), x, atol=1e-4)
+    assert data.Augment().flip == 0.5 and data.Augment().degrees == 0.0 and data.Augment().shift == 0.0
+
+
+def test_batch_transform_keeps_its_augment_and_describes_itself():
+    aug = data.Augment(flip=1.0)
+    t = data.BatchTransform.for_model("efficientnet_lite0", size=32, augment=aug)
+    assert t.augment is aug and t.extra_repr() == "size=32, channels=3, augment=True"
+    assert "augment=False" in repr(data.BatchTransform.for_model("efficientnet_lite0", size=32))
+
+
+class _FakeCifar:
+    """torchvision's CIFAR10 interface on 4 fixed images: data (N, 32, 32, 3) uint8, targets, classes."""
+
+    calls = []
+
+    def __init__(self, root, train, download):
+        self.calls.append((train, download))
+        if download:
+            raise RuntimeError("no network here")
+        self.data = np.arange(4 * 32 * 32 * 3, dtype=np.uint8).reshape(4, 32, 32, 3)
+        self.targets = [3, 1, 4, 1]
+        self.classes = ["airplane", "automobile", "bird", "cat", "deer"]
+
+    def __len__(self):
+        return 4
+
+
+def test_a_real_cifar10_copy_is_read_channels_first_for_the_split_asked(monkeypatch, tmp_path):
+    monkeypatch.setenv("TLBOOK_DATA", str(tmp_path))
+    monkeypatch.setattr(data.torchvision.datasets, "CIFAR10", _FakeCifar)
+    _FakeCifar.calls.clear()
+    ds = data.load("cifar10", "test", allow_standin=False)
+    assert _FakeCifar.calls == [(False, False)]  # the test split, no download needed
+    assert ds.real and ds.name == "cifar10/test" and ds.source.startswith("real CIFAR-10 (4 test images), torchvision copy in")
+    assert torch.equal(ds.images, torch.from_numpy(_FakeCifar(None, True, False).data).permute(0, 3, 1, 2))
+    assert ds.labels.tolist() == [3, 1, 4, 1] and ds.classes[3] == "cat"
+    assert data.load("cifar10", "train", allow_standin=False).name == "cifar10/train" and _FakeCifar.calls[-1] == (True, False)
+
+
+def test_the_standin_is_written_once_and_then_reused(monkeypatch, tmp_path):
+    monkeypatch.setenv("TLBOOK_DATA", str(tmp_path))
+    monkeypatch.setenv("TLBOOK_OFFLINE", "1")
+    first = data.load("cifar10", "test", allow_standin=True)
+    monkeypatch.setattr(data, "write_cifar10_standin", lambda root: pytest.fail("the stand-in was written again"))
+    again = data.load("cifar10", "test", allow_standin=True)
+    assert torch.equal(first.images, again.images)
+
+
+def test_image_folder_of_colour_images_with_spaces_in_class_names(tmp_path):
+    images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    ds = data.ArrayImageDataset(images, torch.tensor([0, 1, 0, 1]), ["Ankle boot", "T-shirt/top"], "x/train", "test")
+    root = data.write_image_folder(ds, tmp_path / "f")
+    data.write_image_folder(ds, tmp_path / "f")  # again into the same folder: files are overwritten
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png")) == [
+        "Ankle_boot/00000.png", "Ankle_boot/00002.png", "T-shirt_top/00001.png", "T-shirt_top/00003.png"]
+    read = data.image_folder(root, transform=v2.PILToTensor(), report=False)
+    assert sorted(bytes(x.numpy()) for x, _ in read) == sorted(bytes(x.numpy()) for x in images)  # RGB kept
+
+
+def test_published_table_is_recorded_as_a_source_with_a_plain_index():
+    table = data.fashion_mnist_benchmarks()
+    assert list(table.index) == list(range(len(table)))
+    assert provenance.sources()["data fashion_mnist/benchmarks"].startswith("published results table in /usr/share/doc")

@@ -217,3 +217,73 @@ def test_create_keeps_or_replaces_heads_and_marks_the_name():
     model = models.create("mobilenet_v2", num_classes=4, in_channels=1)
     assert model.classifier[1].out_features == 4 and model.features[0][0].in_channels == 1
     assert model.tlbook_name == "mobilenet_v2" and model.training
+
+
+def test_torchvision_weights_come_from_the_hub_cache_or_a_download(monkeypatch, tmp_path, capsys):
+    """Cached: loaded even offline, and recorded as from the cache. Not cached and offline: refused
+    without trying. Not cached and online: a failed download is named in the error."""
+    import os
+    import urllib.error
+
+    import torchvision
+
+    weights = torchvision.models.ResNet18_Weights.DEFAULT
+    assert models._hub_checkpoint_path(weights.url) == os.path.join(
+        torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
+    cached = tmp_path / "resnet18.pth"
+    calls = []
+    monkeypatch.setattr(type(weights), "get_state_dict", lambda self, **kw: calls.append(kw) or {"w": torch.ones(1)})
+    monkeypatch.setattr(models, "_hub_checkpoint_path", lambda url: str(cached))
+    monkeypatch.setenv("TLBOOK_OFFLINE", "1")
+    with pytest.raises(WeightsUnavailableError, match=r"could not be downloaded \(TLBOOK_OFFLINE=1 forbids downloads\)"):
+        models._torchvision_state_dict("resnet18")
+    assert calls == []
+    cached.write_bytes(b"cached")
+    assert models._torchvision_state_dict("resnet18") == {"w": torch.ones(1)} and calls == [{"progress": False, "check_hash": True}]
+    assert f"(cache {cached})" in capsys.readouterr().out
+    cached.unlink()
+    monkeypatch.delenv("TLBOOK_OFFLINE")
+
+    def no_network(self, **kw):
+        raise urllib.error.URLError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(type(weights), "get_state_dict", no_network)
+    with pytest.raises(WeightsUnavailableError, match=r"\(URLError: <urlopen error Temporary failure"):
+        models._torchvision_state_dict("resnet18")
+    monkeypatch.setattr(models, "_torchvision_state_dict", lambda name: {})
+    assert models.weights_available("resnet18") is True  # what can be had, counts
+
+
+def test_pretrained_or_offline_announces_the_substitute(monkeypatch, capsys):
+    monkeypatch.setattr(models, "weights_available", lambda name: name == "efficientnet_lite0")
+    assert models.pretrained_or_offline("vgg16") == "efficientnet_lite0"
+    out = capsys.readouterr().out
+    assert out.startswith("NOTE: ImageNet weights for vgg16 cannot be had here") and "the same code runs vgg16" in out
+
+
+class _Pair(torch.nn.Module):
+    """A leaf module with a tuple output (like an LSTM's)."""
+
+    def forward(self, x):
+        return x.flatten(1), x.sum()
+
+
+class _WithUnused(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.pair, self.head, self.unused = _Pair(), torch.nn.Linear(12, 2), torch.nn.Linear(5, 5)
+
+    def forward(self, x):
+        return self.head(self.pair(x)[0])
+
+
+def test_summary_rows_are_leaf_layers_in_run_order_and_name_what_did_not_run():
+    table = models.summary(_WithUnused(), input_size=(3, 2, 2))
+    assert list(table.columns) == ["layer", "type", "output shape", "parameters", "MACs"]
+    assert table["layer"].tolist() == ["pair", "head", "(not run)"] and table["type"].tolist() == ["_Pair", "Linear", ""]
+    assert table["output shape"].tolist()[:2] == [(12,), (2,)]  # the first element of a tuple output
+    assert table["parameters"].tolist() == [0, 26, 30] and table["MACs"].tolist()[1] == 24
+    resnet = models.summary(models.create("resnet18"))
+    assert "(not run)" not in resnet["layer"].tolist()
+    leaves = {n for n, m in models.create("resnet18").named_modules() if n and not list(m.children())}
+    assert set(resnet["layer"]) == leaves and len(resnet) == 60  # a block's ReLU runs twice: a row per run

@@ -426,3 +426,16 @@ def test_load_weights_names_what_differs_and_loads_partially_when_asked():
     assert torch.equal(model[0].weight, torch.ones(2, 3))
     with pytest.raises(CheckpointError, match=r"1 tensors differ in shape, first 0.weight: \(4, 3\) in the checkpoint vs \(2, 3\)"):
         train.load_weights(model, {"0.weight": torch.zeros(4, 3), "0.bias": torch.zeros(2)}, strict=False)
+
+
+def test_predict_applies_the_preprocess_and_finds_the_device_itself():
+    model, x, y = _linear_problem()
+
+    class Double(nn.Module):
+        def forward(self, batch):
+            return batch * 2
+
+    probs, labels = train.predict(model, _uneven(x, y), preprocess=Double())  # device: where the model is
+    with torch.no_grad():
+        assert torch.allclose(probs, model(x * 2).softmax(1), atol=1e-7) and torch.equal(labels, y)
+    assert train.worst_mistakes(torch.eye(2)[[1] * 20], torch.zeros(20, dtype=torch.long)).tolist() == list(range(16))
