@@ -44,6 +44,7 @@ RULES: list[tuple[str, str, str]] = [
      "whether a progress bar is drawn (tests run with TLBOOK_PROGRESS=0)"),
     (r"desc=|bar\.set_postfix|leave=", "display", "a progress bar's text"),
     (r"^\s*print\(|if (not )?verbose|verbose: bool = (False|None)", "display", "what is printed for the reader"),
+    (r'^\s*raise \w+\(f?"', "display", "the wording of an error message (tests check the phrases that say what to do)"),
     (r"map_location=", "equivalent", "the files hold CPU tensors, which load onto the CPU either way"),
     (r"channels_last|prepare_model|non_blocking|pin_memory|cudnn|device\.type == \"cuda\"|resident", "CUDA",
      "only changes what happens on a CUDA device"),
@@ -86,17 +87,36 @@ def diff(name: str) -> str:
             return f"(no diff: {type(exc).__name__}: {exc}; see `mutmut show {name}` in {os.getcwd()})"
 
 
-def _touches_device(before: str, after: str) -> bool:
-    """Whether the one change from ``before`` to ``after`` sits in a ``device`` argument or value."""
+def _changed_span(before: str, after: str) -> tuple[int, int, str, str] | None:
+    """``(start, end, old, new)`` of the one region where ``after`` differs from ``before``."""
     import difflib
 
-    if before.strip().startswith("device = "):
-        return True
     ops = [op for op in difflib.SequenceMatcher(None, before, after, autojunk=False).get_opcodes() if op[0] != "equal"]
     if not ops:
-        return False
+        return None
     start, end = ops[0][1], ops[-1][2]
-    old, new = before[start:end], after[ops[0][3] : ops[-1][4]]
+    return start, end, before[start:end], after[ops[0][3] : ops[-1][4]]
+
+
+def _in_help_text(before: str, after: str) -> bool:
+    """Whether the change sits inside a ``help="..."`` or ``description="..."`` argument."""
+    import re
+
+    span = _changed_span(before, after)
+    if span is None:
+        return False
+    return any(m.start(1) <= span[0] and span[1] <= m.end(1)
+               for m in re.finditer(r'(?:help|description)=f?"((?:[^"\\]|\\.)*)"', before))
+
+
+def _touches_device(before: str, after: str) -> bool:
+    """Whether the one change from ``before`` to ``after`` sits in a ``device`` argument or value."""
+    if before.strip().startswith("device = "):
+        return True
+    span = _changed_span(before, after)
+    if span is None:
+        return False
+    start, _, old, new = span
     return "device" in old or "device" in new or before[:start].rstrip().endswith("device=")
 
 
@@ -110,6 +130,10 @@ def classify(mutant_diff: str) -> tuple[str, str]:
     for pattern, kind, reason in RULES:
         if any(re.search(pattern, line) for line in changed):
             return kind, reason
+    if removed and all(re.fullmatch(r'\s*f?"(?:[^"\\]|\\.)*"\s*[,)]*\s*', line) for line in removed):
+        return "display", "the wording of a message (tests check the phrases that say what to do)"
+    if len(changed) == len(removed) == 1 and _in_help_text(removed[0], changed[0]):
+        return "display", "the text of --help"
     if len(changed) == len(removed) == 1 and _touches_device(removed[0], changed[0]):
         return "CUDA", "only changes which device runs it, and on this CPU-only run every choice is the CPU"
     return "needs a test", ""
