@@ -57,12 +57,14 @@ bench: $(STAMP)
 # Mutation testing of the companion's core modules against the unit tests (mutmut; not in CI:
 # about an hour on 2 cores). Starts clean, because mutmut does not notice changed tests; records the
 # kill rate per module in benchmarks/results.json and the survivors in benchmarks/mutants.md.
-# MUTANTS="companion.train*" limits the run (its figures are then marked partial).
+# MUTANTS="companion.train*" limits the run (its figures are then marked partial). The commit recorded
+# is the one tested: taken before the run, since the tree may move on while it goes.
 MUTANTS ?=
 mutants: $(STAMP)
 	rm -rf mutants
-	TLBOOK_TEST_THREADS=1 TLBOOK_PROGRESS=0 $(BIN)/mutmut run --max-children $(or $(JOBS),2) $(MUTANTS)
-	$(BIN)/python -m benchmarks.mutation
+	commit=$$(git rev-parse --short HEAD)$$(git diff --quiet HEAD -- companion tests pyproject.toml || echo +dirty); \
+	TLBOOK_TEST_THREADS=1 TLBOOK_PROGRESS=0 $(BIN)/mutmut run --max-children $(or $(JOBS),2) $(MUTANTS); \
+	TLBOOK_COMMIT=$$commit $(BIN)/python -m benchmarks.mutation
 
 clean:
 	rm -rf _build .pytest_cache
