@@ -4,12 +4,12 @@ from companion import device
 
 
 def test_choose_device_order(monkeypatch):
+    """CUDA first, then Apple's MPS, then the CPU."""
     monkeypatch.delenv("TLBOOK_DEVICE", raising=False)
-    d = device.choose_device()
-    if torch.cuda.is_available():
-        assert d.type == "cuda"
-    else:
-        assert d.type in ("mps", "cpu")
+    for cuda, mps, expected in [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")]:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda cuda=cuda: cuda)
+        monkeypatch.setattr(torch.backends.mps, "is_available", lambda mps=mps: mps)
+        assert device.choose_device().type == expected
 
 
 def test_choose_device_override(monkeypatch):

@@ -20,8 +20,10 @@ def test_default_depends_on_cuda(monkeypatch):
     import torch
 
     monkeypatch.delenv("TLBOOK_PROFILE", raising=False)
-    expected = "full" if torch.cuda.is_available() else "quick"
-    assert profiles.get_profile().name == expected
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert profiles.get_profile().name == "full"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert profiles.get_profile().name == "quick"
 
 
 def test_unknown_profile_is_a_clear_error(monkeypatch):
