@@ -438,4 +438,6 @@ def test_predict_applies_the_preprocess_and_finds_the_device_itself():
     probs, labels = train.predict(model, _uneven(x, y), preprocess=Double())  # device: where the model is
     with torch.no_grad():
         assert torch.allclose(probs, model(x * 2).softmax(1), atol=1e-7) and torch.equal(labels, y)
-    assert train.worst_mistakes(torch.eye(2)[[1] * 20], torch.zeros(20, dtype=torch.long)).tolist() == list(range(16))
+    confidence = torch.linspace(0.99, 0.6, 20)  # 20 wrong predictions, the first the most confident
+    wrong = torch.stack([1 - confidence, confidence], 1)
+    assert train.worst_mistakes(wrong, torch.zeros(20, dtype=torch.long)).tolist() == list(range(16))  # k = 16
