@@ -40,14 +40,15 @@ PROVENANCE_KEYS = ("command", "date", "device", "cores", "torch", "torchvision",
 
 
 def _commit() -> str | None:
-    """The checked-out commit (with ``+dirty`` for uncommitted changes); ``TLBOOK_COMMIT`` where
-    the tree was copied without git."""
+    """The checked-out commit (with ``+dirty`` for uncommitted changes other than the files the
+    runs write themselves); ``TLBOOK_COMMIT`` where the tree was copied without git."""
     if os.environ.get("TLBOOK_COMMIT"):
         return os.environ["TLBOOK_COMMIT"]
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+        outputs = [f":!{p}" for p in ("benchmarks/results.json", "benchmarks/mutants.md", "README.md")]
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *outputs], cwd=ROOT,
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
