@@ -270,3 +270,24 @@ def test_run_folder_files_are_complete_json(photo_folder: Path, tmp_path: Path):
     assert metrics["train_images"] == 10 and metrics["val_images"] == 2 and metrics["device"].startswith("cpu")
     assert metrics["trainable_parameters"] == sum(p.numel() for p in cli.load_run(run)[0].parameters())
     assert not list(run.glob(".*"))  # no temporary or probe file left behind
+
+
+def test_help_says_what_each_option_does():
+    """``--help`` is the CLI's manual: each option is listed with what it does and its default."""
+    train_help = " ".join(cli.build_parser()._subparsers._group_actions[0].choices["train"].format_help().split())
+    for phrase in [
+        "data_dir folder with one sub-folder of images per class (or train/ and val/ folders of them)",
+        "--model MODEL one of: alexnet, vgg16, resnet18, resnet50, mobilenet_v2, efficientnet_lite0, simple_cnn",
+        "--mode MODE scratch | feature (frozen backbone, new head) | finetune",
+        "--out OUT run folder for config, checkpoint, model and metrics",
+        "--image-size IMAGE_SIZE input size in pixels (default: the weights' own)",
+        "--val-fraction VAL_FRACTION held out when DATA_DIR has no val/ folder",
+        "--no-augment no random crops/flips in training",
+        "--device DEVICE cuda, mps or cpu (default: the best available)",
+        "--workers WORKERS DataLoader worker processes (default: by cores)",
+        "--resume continue the run in --out after its last complete epoch",
+    ]:
+        assert phrase in train_help, phrase
+    top = " ".join(cli.build_parser().format_help().split())
+    assert "Transfer learning on your own images." in top and "train a classifier on a folder of class sub-folders" in top
+    assert "top classes of images, with a trained run folder" in top
