@@ -40,7 +40,7 @@ More prose.
 ```{code-cell} ipython3
 import companion
 
-companion.profiles.get_profile().check("two times 21 is 42", 2 * 21 == 42, value="42")
+holds = companion.profiles.get_profile().check("two times 21 is 42", 2 * 21 == 42, value="42")
 ```
 """
 
@@ -69,8 +69,8 @@ def test_reference_records_its_run(stored):
     assert prov["device"].startswith(("cpu", "cuda", "mps")) and prov["torch"] and prov["seconds"] > 0
     assert prov["companion_files"] == store.companion_files()
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
-    assert [o["text"] for o in outputs] == ["answer 42\n"]  # the probe cell is not stored
-    assert len([c for c in nb.cells if c.cell_type == "code"]) == 1
+    assert [o["text"] for o in outputs] == ["answer 42\n", "[claim] two times 21 is 42 (42): holds\n"]  # no probe cell
+    assert len([c for c in nb.cells if c.cell_type == "code"]) == 2  # the chapter's two cells, no probe
 
 
 def test_fresh_until_the_code_changes(stored, tmp_path):
