@@ -55,10 +55,11 @@ def _commit() -> str | None:
     return sha + ("+dirty" if dirty else "")
 
 
-def provenance(command: str, *, complete: bool = True, note: str | None = None, device: str | None = None) -> dict:
+def provenance(command: str, *, complete: bool = True, note: str | None = None, measured_by: dict | None = None) -> dict:
     """Who measured: ``command``, date and time, device, cores, versions, commit; ``complete``
-    is ``False`` for a run cut short, with ``note`` saying what is missing. ``device``: as
-    reported by the process that measured, when that was not this one (a notebook kernel)."""
+    is ``False`` for a run cut short, with ``note`` saying what is missing. ``measured_by``
+    replaces any of these with what the measuring run itself recorded, when that was not this
+    process (a notebook kernel, at its own date and commit)."""
     import torch
     import torchvision
 
@@ -67,7 +68,7 @@ def provenance(command: str, *, complete: bool = True, note: str | None = None, 
     found = {
         "command": command,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": device or dev.describe(dev.choose_device()),
+        "device": dev.describe(dev.choose_device()),
         "cores": os.cpu_count(),
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
@@ -77,7 +78,7 @@ def provenance(command: str, *, complete: bool = True, note: str | None = None, 
     }
     if note:
         found["note"] = note
-    return found
+    return {**found, **(measured_by or {})}
 
 
 def load(path: Path | None = None) -> dict:
@@ -108,11 +109,11 @@ def flat_figures(results: dict) -> dict:
 
 
 def record(section: str, keys: tuple[str, ...], figures: dict, command: str, *, complete: bool = True,
-           note: str | None = None, device: str | None = None, path: Path | None = None) -> dict:
+           note: str | None = None, measured_by: dict | None = None, path: Path | None = None) -> dict:
     """Replace the entry at ``results[section][keys[0]][keys[1]]...`` (the whole section when
     ``keys`` is empty) with ``{"figures": figures, "provenance": ...}``; return the entry."""
     results = load(path)
-    entry = {"figures": figures, "provenance": provenance(command, complete=complete, note=note, device=device)}
+    entry = {"figures": figures, "provenance": provenance(command, complete=complete, note=note, measured_by=measured_by)}
     if not keys:
         results[section] = entry
     else:

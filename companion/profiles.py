@@ -39,7 +39,6 @@ class Profile:
             f"images per class, {self.epochs} epochs, {self.image_size} px, batch {self.batch_size}"
         )
 
-
     def check(self, claim: str, holds: bool, *, applies_in: tuple[str, ...] = ("smoke", "quick", "full"),
               value: str = "") -> bool:
         """Assert a claim of the text in the profiles where it applies, and say so either way.

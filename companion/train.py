@@ -339,6 +339,7 @@ def fit(
             print(f"resumed from {checkpoint} after epoch {start_epoch}")
 
     stale = 0
+    watching = early_stopping is not None and val_loader is not None
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
         model.train()
@@ -393,7 +394,7 @@ def fit(
                 + (f"  val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.3f}" if val_loader is not None else "")
                 + f"  {record['seconds']:.1f}s"
             )
-        if early_stopping is not None and val_loader is not None:  # keep the weights just evaluated
+        if watching:  # keep the weights just evaluated
             if record["val_loss"] < best[0]:
                 best = (record["val_loss"], {k: v.detach().clone() for k, v in model.state_dict().items()})
                 stale = 0
@@ -412,7 +413,7 @@ def fit(
                 checkpoint, model, optimizer=optimizer.state_dict(), epoch=epoch, history=history,
                 torch_rng=torch.get_rng_state(), **extra,
             )
-        if early_stopping is not None and val_loader is not None and stale >= early_stopping:
+        if watching and stale >= early_stopping:
             if verbose:
                 print(f"early stopping after epoch {epoch + 1}: no better validation loss for {stale} epochs")
             break

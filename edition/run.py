@@ -118,8 +118,11 @@ def record_seconds(prov: dict) -> None:
 
     where = f"{prov['profile']} on {prov['gpu'] or 'CPU'} ({prov['cpu_count']} cores)"
     command = f"python -m edition run --profile {prov['profile']} {prov['chapter']}"
+    commit = prov["commit"] and prov["commit"][:7] + ("+dirty" if prov["dirty"] else "")
+    measured_by = {"device": prov["device"], "date": prov["date"], "cores": prov["cpu_count"],
+                   "torch": prov["torch"], "torchvision": prov["torchvision"], "commit": commit}
     results_io.record("reference_seconds", (where, prov["chapter"]), {"seconds": prov["seconds"]}, command,
-                      device=prov["device"])
+                      measured_by=measured_by)
 
 
 def run_chapter(

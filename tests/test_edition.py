@@ -204,6 +204,7 @@ def test_results_json_keeps_reference_times_per_profile_and_device(stored, monke
     assert chapters_seen["tiny"]["figures"] == {"seconds": prov["seconds"]} and chapters_seen["other"]["figures"]["seconds"] == 3.0
     assert chapters_seen["other"]["provenance"]["command"] == "python -m edition run --profile smoke other"
     assert chapters_seen["tiny"]["provenance"]["device"] == prov["device"]
+    assert chapters_seen["tiny"]["provenance"]["date"] == prov["date"]  # the run's own, not the time of writing
 
 
 def test_readme_chapter_times_are_the_measured_ones():
