@@ -48,7 +48,20 @@ RULES: list[tuple[str, str, str]] = [
     (r"map_location=", "equivalent", "the files hold CPU tensors, which load onto the CPU either way"),
     (r"channels_last|prepare_model|non_blocking|pin_memory|cudnn|device\.type == \"cuda\"|resident", "CUDA",
      "only changes what happens on a CUDA device"),
+    (r"align_corners=None", "equivalent", "None means False, PyTorch's default, in interpolate, affine_grid and grid_sample"),
+    (r"remap = torch\.full\(", "equivalent",
+     "the fill only marks dropped classes, whose labels are masked out before the lookup; an int fill is int64 anyway"),
+    (r"torch\.as_tensor\(indices, (dtype=None)?\)", "equivalent", "integer indices become an int64 tensor either way"),
+    (r"\.write-test|WRITE-TEST|probe\.write_text\(", "equivalent",
+     "the probe file only tests that the folder is writable and is deleted at once"),
 ]
+
+# Keyword arguments whose removal changes nothing: the value removed is the function's default.
+DEFAULT_KWARGS = {"align_corners=False": "PyTorch's default", 'mode="bilinear"': "grid_sample's default"}
+
+# Functions mutmut cannot switch: they run while the module is imported, before a test selects a
+# mutant (mutmut's trampoline picks the variant at call time). Their results are tested directly.
+IMPORT_TIME = ("companion.models.x__seq",)
 
 
 def verdicts(module: str) -> dict[str, str]:
@@ -120,16 +133,23 @@ def _touches_device(before: str, after: str) -> bool:
     return "device" in old or "device" in new or before[:start].rstrip().endswith("device=")
 
 
-def classify(mutant_diff: str) -> tuple[str, str]:
+def classify(mutant_diff: str, name: str = "") -> tuple[str, str]:
     """``(kind, reason)`` of a survivor from its diff (:data:`RULES`), else ``("needs a test", "")``."""
     import re
 
+    if name.startswith(IMPORT_TIME):
+        return "import time", "runs while the module is imported, so mutmut cannot switch it; its results are tested"
     lines = mutant_diff.splitlines()
     changed = [line[1:] for line in lines if line.startswith("+") and not line.startswith("+++")]
     removed = [line[1:] for line in lines if line.startswith("-") and not line.startswith("---")]
     for pattern, kind, reason in RULES:
         if any(re.search(pattern, line) for line in changed):
             return kind, reason
+    if len(changed) == len(removed) == 1:
+        span = _changed_span(removed[0], changed[0])
+        gone = span and not span[3].strip(" ,") and span[2].strip(" ,")
+        if gone in DEFAULT_KWARGS:
+            return "equivalent", f"removes {gone}, which is {DEFAULT_KWARGS[gone]}"
     if removed and all(re.fullmatch(r'\s*f?"(?:[^"\\]|\\.)*"\s*[,)]*\s*', line) for line in removed):
         return "display", "the wording of a message (tests check the phrases that say what to do)"
     if len(changed) == len(removed) == 1 and _in_help_text(removed[0], changed[0]):
@@ -139,22 +159,24 @@ def classify(mutant_diff: str) -> tuple[str, str]:
     return "needs a test", ""
 
 
-def write_report(survivors: list[str]) -> Counter:
-    """``benchmarks/mutants.md``: every survivor with its diff and kind; returns the count per kind."""
-    kinds, sections = Counter(), []
+def write_report(survivors: list[str]) -> dict[str, str]:
+    """``benchmarks/mutants.md``: every survivor with its diff and kind; returns ``{name: kind}``."""
+    kinds, kind_of, sections = Counter(), {}, []
     for name in survivors:
         shown = diff(name)
-        kind, reason = classify(shown)
+        kind, reason = classify(shown, name)
         kinds[kind] += 1
+        kind_of[name] = kind
         sections += [f"## `{name}`", "", f"**{kind}**" + (f": {reason}." if reason else ""), "", "```diff", shown, "```", ""]
     head = ["# Surviving mutants", "", "Written by `make mutants` (`python -m benchmarks.mutation`); do not edit.", "",
             "A survivor is a small change to the companion that no unit test notices. Each is classified by",
             "the rules in `benchmarks/mutation.py`: **equivalent** (computes the same thing), **display**",
             "(only text meant for a person changes), **CUDA** (matters only on a GPU; mutmut runs the CPU",
-            "tests), or **needs a test**.", "",
+            "tests), **import time** (runs while the module is imported, where mutmut cannot switch it),",
+            "or **needs a test**.", "",
             "| kind | survivors |", "| --- | ---: |", *[f"| {k} | {n} |" for k, n in kinds.most_common()], ""]
     REPORT.write_text("\n".join(head + sections))
-    return kinds
+    return kind_of
 
 
 def main(argv: list[str]) -> int:
@@ -171,8 +193,15 @@ def main(argv: list[str]) -> int:
     unchecked = sum(m["not_checked"] for m in per_module.values())
     complete = unchecked == 0 and set(per_module) == set(MODULES)
     note = None if complete else f"cut short: {unchecked} mutants not checked, modules run: {sorted(per_module)}"
-    kinds = write_report(survivors)
-    figures = {"modules": per_module, "goal": GOAL, "survivors": {"total": len(survivors), **dict(kinds)}}
+    kind_of = write_report(survivors)
+    for module, m in per_module.items():
+        kinds = Counter(k for n, k in kind_of.items() if n.startswith(f"companion.{module}."))
+        m["survivors_by_kind"] = dict(kinds)
+        unswitchable = kinds["equivalent"] + kinds["import time"]
+        executed = m["killed"] + m["survived"] + m["suspicious"] - unswitchable
+        m["kill_rate_of_non_equivalent"] = round(m["killed"] / executed, 4) if executed else None
+    figures = {"modules": per_module, "goal": GOAL,
+               "survivors": {"total": len(survivors), **dict(Counter(kind_of.values()))}}
     results_io.record("mutation", (), figures, "make mutants", complete=complete, note=note)
     for module, m in per_module.items():
         rate = "n/a" if m["kill_rate"] is None else f"{m['kill_rate']:.1%}"

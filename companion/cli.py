@@ -33,6 +33,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import data, models, provenance, train, transfer
@@ -77,10 +78,25 @@ def _prepare_run_dir(out: Path, config: dict, resume: bool) -> None:
 # ----------------------------------------------------------------------------- data
 
 
+def _stratified_split(targets: list[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded split of the indices of ``targets`` into (training, validation) indices, class by
+    class: each class gives ``round(val_fraction * its images)`` to validation, at least one, and
+    keeps at least one for training. (scikit-learn's stratified ``train_test_split`` allocates by
+    overall proportion, so a small class can end up with no validation image at all.)"""
+    if not 0 < val_fraction < 1:
+        raise CompanionError(f"--val-fraction must lie between 0 and 1, got {val_fraction}. Fix: e.g. --val-fraction 0.2")
+    rng, labels = np.random.default_rng(seed), np.asarray(targets)
+    train_idx, val_idx = [], []
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        n_val = min(len(members) - 1, max(1, round(val_fraction * len(members))))
+        val_idx += members[:n_val].tolist()
+        train_idx += members[n_val:].tolist()
+    return sorted(train_idx), sorted(val_idx)
+
+
 def _split_folder(root: Path, val_fraction: float, seed: int, train_tf, eval_tf):
     """(train dataset, train dataset with eval transform, val dataset, classes) for ``root``."""
-    from sklearn.model_selection import train_test_split
-
     if (root / "train").is_dir() and (root / "val").is_dir():
         train_ds = data.image_folder(root / "train", train_tf)
         val_ds = data.image_folder(root / "val", eval_tf)
@@ -99,13 +115,7 @@ def _split_folder(root: Path, val_fraction: float, seed: int, train_tf, eval_tf)
         raise ImageFolderError(
             f"classes {few} in {root} have fewer than 2 images: one is needed for training and one for validation"
         )
-    n_val = max(len(counts), round(val_fraction * len(targets)))
-    try:
-        train_idx, val_idx = train_test_split(
-            list(range(len(targets))), test_size=n_val, stratify=targets, random_state=seed
-        )
-    except ValueError as exc:
-        raise ImageFolderError(f"cannot split {root} into training and validation images: {exc}") from exc
+    train_idx, val_idx = _stratified_split(targets, val_fraction, seed)
     sub = torch.utils.data.Subset
     return sub(full_train, train_idx), sub(full_eval, train_idx), sub(full_eval, val_idx), full_train.classes
 
@@ -113,63 +123,105 @@ def _split_folder(root: Path, val_fraction: float, seed: int, train_tf, eval_tf)
 # ----------------------------------------------------------------------------- train
 
 
-def train_command(args: argparse.Namespace) -> dict:
-    """``python -m companion train``: returns the metrics written to ``RUN_DIR/metrics.json``."""
-    name, mode = args.model, args.mode
+def _check_model_and_mode(name: str, mode: str) -> None:
     models.spec(name)  # unknown model: error before touching the data
     if mode not in MODES:
         raise CompanionError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     if mode != "scratch" and models.spec(name).source == "companion":
         raise CompanionError(f"{name} has no pretrained weights, so --mode {mode} is impossible. Fix: --mode scratch, or another --model")
-    root, out = Path(args.data_dir), Path(args.out)
-    device = dev.choose_device(args.device)
-    dev.seed_everything(args.seed)
-    size = args.image_size or models.preprocessing(name).crop
-    train_tf = models.train_transform(name, size) if args.augment else models.eval_transform(name, size)
+
+
+def _transforms(name: str, size: int, augment: bool):
+    """(training transform, evaluation transform) of ``name`` at ``size`` pixels; the training one
+    adds random crops and flips only when ``augment``."""
     eval_tf = models.eval_transform(name, size)
-    train_ds, train_eval_ds, val_ds, classes = _split_folder(root, args.val_fraction, args.seed, train_tf, eval_tf)
-    config = {
-        "data_dir": str(root.resolve()), "model": name, "mode": mode, "classes": classes, "image_size": size,
-        "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
-        "val_fraction": args.val_fraction, "augment": args.augment,
+    return (models.train_transform(name, size) if augment else eval_tf), eval_tf
+
+
+def _run_config(args: argparse.Namespace, root: Path, size: int, classes: list[str]) -> dict:
+    """What was asked, as stored in ``RUN_DIR/config.json`` (``--resume`` compares against it)."""
+    return {
+        "data_dir": str(root.resolve()), "model": args.model, "mode": args.mode, "classes": classes,
+        "image_size": size, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
+        "seed": args.seed, "val_fraction": args.val_fraction, "augment": args.augment,
     }
-    _prepare_run_dir(out, config, args.resume)
-    print(f"{len(train_ds)} training / {len(val_ds)} validation images, {len(classes)} classes: {', '.join(classes)}")
-    print(f"model {name}, mode {mode}, {size} px, device {dev.describe(device)}")
+
+
+def _loaders(args: argparse.Namespace, device: torch.device):
+    """``loader(dataset, shuffle)`` with the run's batch size, seed, device and workers."""
 
     def loader(ds, shuffle: bool):
         return data.make_loader(ds, args.batch_size, shuffle, seed=args.seed, device=device, num_workers=args.workers)
 
-    checkpoint = out / "checkpoint.pt"
+    return loader
+
+
+def _fit_feature_head(args, splits, loader, device, checkpoint: Path):
+    """Feature mode: the frozen pretrained backbone's features of every image, extracted once (eval
+    transform, dataset order), then a new linear head trained on them.
+
+    Returns ``(model, head, history)``: the backbone with the trained head in place, the head alone
+    (what was trained), and ``fit``'s history.
+    """
+    train_ds, train_eval_ds, val_ds, classes = splits
+    backbone = models.create(args.model, pretrained=True, num_classes=0).to(device)
+    x, y = transfer.extract_features(backbone, loader(train_eval_ds, False), device=device, progress=None)
+    xv, yv = transfer.extract_features(backbone, loader(val_ds, False), device=device, progress=None)
+    head = transfer.linear_probe(x.shape[1], len(classes))
+    history = train.fit(
+        head, transfer.feature_loader(x, y, args.batch_size, seed=args.seed),
+        transfer.feature_loader(xv, yv, 256, shuffle=False), epochs=args.epochs, lr=args.lr,
+        device=device, checkpoint=checkpoint, resume=args.resume,
+    )
+    model = backbone.cpu()
+    models.replace_head(model, args.model, len(classes))
+    transfer.load_probe_head(model, args.model, head)
+    return model, head, history
+
+
+def _fit_network(args, splits, loader, device, checkpoint: Path):
+    """Scratch mode (random weights) or finetune mode (pretrained weights, every parameter trained,
+    learning rates halving stage by stage from the head down). Returns ``(model, history)``."""
+    train_ds, _, val_ds, classes = splits
+    model = models.create(args.model, pretrained=args.mode == "finetune", num_classes=len(classes))
+    optimizer = None
+    if args.mode == "finetune":
+        groups = transfer.discriminative_param_groups(model, args.model, lr=args.lr, decay=0.5)
+        optimizer = torch.optim.AdamW(groups)
+    history = train.fit(
+        model, loader(train_ds, True), loader(val_ds, False), epochs=args.epochs, lr=args.lr,
+        optimizer=optimizer, device=device, checkpoint=checkpoint, resume=args.resume,
+    )
+    return model, history
+
+
+def train_command(args: argparse.Namespace) -> dict:
+    """``python -m companion train``: returns the metrics written to ``RUN_DIR/metrics.json``."""
+    name, mode = args.model, args.mode
+    _check_model_and_mode(name, mode)
+    root, out = Path(args.data_dir), Path(args.out)
+    device = dev.choose_device(args.device)
+    dev.seed_everything(args.seed)
+    size = args.image_size or models.preprocessing(name).crop
+    splits = _split_folder(root, args.val_fraction, args.seed, *_transforms(name, size, args.augment))
+    train_ds, _, val_ds, classes = splits
+    config = _run_config(args, root, size, classes)
+    _prepare_run_dir(out, config, args.resume)
+    print(f"{len(train_ds)} training / {len(val_ds)} validation images, {len(classes)} classes: {', '.join(classes)}")
+    print(f"model {name}, mode {mode}, {size} px, device {dev.describe(device)}")
+    loader, checkpoint = _loaders(args, device), out / "checkpoint.pt"
     t0 = time.perf_counter()
     if mode == "feature":
-        backbone = models.create(name, pretrained=True, num_classes=0).to(device)
-        x, y = transfer.extract_features(backbone, loader(train_eval_ds, False), device=device, progress=None)
-        xv, yv = transfer.extract_features(backbone, loader(val_ds, False), device=device, progress=None)
-        head = transfer.linear_probe(x.shape[1], len(classes))
-        history = train.fit(
-            head, transfer.feature_loader(x, y, args.batch_size, seed=args.seed),
-            transfer.feature_loader(xv, yv, 256, shuffle=False), epochs=args.epochs, lr=args.lr,
-            device=device, checkpoint=checkpoint, resume=args.resume,
-        )
-        model = backbone.cpu()
-        models.replace_head(model, name, len(classes))
-        transfer.load_probe_head(model, name, head)
+        model, trained, history = _fit_feature_head(args, splits, loader, device, checkpoint)
     else:
-        model = models.create(name, pretrained=mode == "finetune", num_classes=len(classes))
-        optimizer = None
-        if mode == "finetune":
-            optimizer = torch.optim.AdamW(transfer.discriminative_param_groups(model, name, lr=args.lr, decay=0.5))
-        history = train.fit(
-            model, loader(train_ds, True), loader(val_ds, False), epochs=args.epochs, lr=args.lr,
-            optimizer=optimizer, device=device, checkpoint=checkpoint, resume=args.resume,
-        )
+        model, history = _fit_network(args, splits, loader, device, checkpoint)
+        trained = model
     final = train.evaluate(model.to(device), loader(val_ds, False), device=device)
     train.save_checkpoint(out / "model.pt", model, config=config)
     metrics = {
         "val_accuracy": final["accuracy"], "val_loss": final["loss"], "val_images": final["n"],
         "train_images": len(train_ds), "classes": classes, "model": name, "mode": mode,
-        "trainable_parameters": transfer.trainable_parameters(head if mode == "feature" else model),
+        "trainable_parameters": transfer.trainable_parameters(trained),
         "seconds": time.perf_counter() - t0, "history": history, "sources": provenance.sources(),
         "device": dev.describe(device),
     }

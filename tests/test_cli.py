@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from companion import cli
 
@@ -22,6 +24,7 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_train_then_predict_as_a_reader_would(photo_folder: Path, tmp_path: Path):
     run = tmp_path / "run"
     done = run_cli("train", str(photo_folder), *FAST, "--epochs", "2", "--out", str(run))
@@ -131,6 +134,7 @@ def test_corrupt_image_is_skipped_and_named(photo_folder: Path, tmp_path: Path, 
     assert f"cannot read {broken}" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_weights_unavailable_offline_and_predict_without_run(photo_folder: Path, tmp_path: Path):
     done = run_cli("train", str(photo_folder), "--model", "resnet18", "--mode", "finetune", "--epochs", "1",
                    "--out", str(tmp_path / "run"), env={"TLBOOK_OFFLINE": "1", "TORCH_HOME": str(tmp_path / "torch")})
@@ -291,3 +295,164 @@ def test_help_says_what_each_option_does():
     top = " ".join(cli.build_parser().format_help().split())
     assert "Transfer learning on your own images." in top and "train a classifier on a folder of class sub-folders" in top
     assert "top classes of images, with a trained run folder" in top
+
+
+# ----------------------------------------------------------------------------- how a run is wired
+
+
+class _Recorder:
+    """Stands in for ``train.fit`` (and records the real ``train.evaluate``): keeps every argument."""
+
+    def __init__(self, monkeypatch):
+        self.fits, self.evaluations, self.created = [], [], []
+        evaluate, create = cli.train.evaluate, cli.models.create
+
+        def fit(model, train_loader, val_loader, **kwargs):
+            self.fits.append({"model": model, "train": train_loader, "val": val_loader, **kwargs})
+            return [{"epoch": 1, "val_loss": 0.5}]
+
+        def record_evaluate(*args, **kwargs):
+            self.evaluations.append(evaluate(*args, **kwargs))
+            return self.evaluations[-1]
+
+        def record_create(name, pretrained=False, **kwargs):  # random weights stand in for ImageNet's
+            self.created.append((name, pretrained))
+            return create(name, **kwargs)
+
+        monkeypatch.setattr(cli.train, "fit", fit)
+        monkeypatch.setattr(cli.train, "evaluate", record_evaluate)
+        monkeypatch.setattr(cli.models, "create", record_create)
+
+
+def _photo(folder: Path, cls: str, i: int):
+    from PIL import Image
+
+    with Image.open(folder / cls / f"{i}.png") as im:
+        return im.convert("RGB")
+
+
+def test_scratch_run_passes_its_arguments_through(photo_folder: Path, tmp_path: Path, monkeypatch):
+    """Batch size, seed, workers, checkpoint, resume and the two loaders reach ``fit`` as asked."""
+    rec, run = _Recorder(monkeypatch), tmp_path / "run"
+    extra = ["--model", "simple_cnn", "--mode", "scratch", "--image-size", "40", "--batch-size", "3", "--seed", "5",
+             "--workers", "0", "--epochs", "2", "--lr", "0.02", "--device", "cpu", "--out", str(run)]
+    started = time.perf_counter()
+    assert cli.main(["train", str(photo_folder), *extra]) == 0
+    wall = time.perf_counter() - started
+    call = rec.fits[0]
+    assert rec.created == [("simple_cnn", False)] and call["optimizer"] is None
+    assert (call["epochs"], call["lr"], call["checkpoint"], call["resume"]) == (2, 0.02, run / "checkpoint.pt", False)
+    train_loader, val_loader = call["train"], call["val"]
+    assert (train_loader.batch_size, train_loader.num_workers, val_loader.num_workers) == (3, 0, 0)
+    assert isinstance(train_loader.sampler, torch.utils.data.RandomSampler)
+    assert train_loader.generator.initial_seed() == 5
+    assert isinstance(val_loader.sampler, torch.utils.data.SequentialSampler)
+    assert train_loader.dataset.dataset[0][0].shape == (3, 40, 40)  # augmented: random crop each time
+    assert not torch.equal(train_loader.dataset.dataset[0][0], train_loader.dataset.dataset[0][0])
+    metrics = json.loads((run / "metrics.json").read_text())
+    final = rec.evaluations[-1]
+    assert (metrics["val_loss"], metrics["val_accuracy"], metrics["val_images"]) == (final["loss"], final["accuracy"], 2)
+    assert 0 < metrics["seconds"] < wall
+    assert cli.main(["train", str(photo_folder), *extra, "--resume"]) == 0
+    assert rec.fits[1]["resume"] is True
+
+
+def test_no_augment_trains_on_the_evaluation_transform(photo_folder: Path, tmp_path: Path, monkeypatch):
+    rec = _Recorder(monkeypatch)
+    assert cli.main(["train", str(photo_folder), *FAST, "--no-augment", "--out", str(tmp_path / "r")]) == 0
+    train_ds = rec.fits[0]["train"].dataset  # a Subset of the image folder
+    image, label = train_ds[0]
+    expected = cli.models.eval_transform("simple_cnn", 32)(_photo(photo_folder, train_ds.dataset.classes[label],
+                                                               Path(train_ds.dataset.samples[train_ds.indices[0]][0]).stem))
+    assert torch.equal(image, expected)
+
+
+def test_image_size_defaults_to_the_weights_own_and_the_seed_chooses_the_split(photo_folder_large, tmp_path, monkeypatch):
+    rec = _Recorder(monkeypatch)
+    base = ["train", str(photo_folder_large), "--model", "simple_cnn", "--mode", "scratch", "--device", "cpu"]
+    assert cli.main([*base, "--out", str(tmp_path / "a")]) == 0
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert config["image_size"] == cli.models.preprocessing("simple_cnn").crop == 32
+    assert cli.main([*base, "--seed", "1", "--out", str(tmp_path / "b")]) == 0
+    val_a, val_b = (call["val"].dataset.indices for call in rec.fits)
+    assert sorted(val_a) != sorted(val_b)
+    assert sorted(val_a) == sorted(cli._split_folder(photo_folder_large, 0.2, 0, None, None)[2].indices)
+
+
+def test_feature_run_trains_a_head_on_features_in_dataset_order(photo_folder: Path, tmp_path: Path, monkeypatch):
+    """Features come from the eval transform in dataset order; the trained head ends up in the model."""
+    rec, run = _Recorder(monkeypatch), tmp_path / "run"
+    args = ["train", str(photo_folder), "--model", "resnet18", "--mode", "feature", "--image-size", "32",
+            "--batch-size", "4", "--seed", "7", "--epochs", "3", "--lr", "0.05", "--device", "cpu", "--out", str(run)]
+    seen = {}
+    extract = cli.transfer.extract_features
+
+    def record_extract(backbone, loader, **kwargs):
+        seen.setdefault("loaders", []).append(loader)
+        with torch.no_grad():  # the first image through the backbone, by hand
+            seen.setdefault("first", []).append(backbone.eval()(loader.dataset[0][0].unsqueeze(0))[0])
+        return extract(backbone, loader, **kwargs)
+
+    monkeypatch.setattr(cli.transfer, "extract_features", record_extract)
+    assert cli.main(args) == 0
+    call = rec.fits[0]
+    assert rec.created[0] == ("resnet18", True)
+    train_features, val_features = seen["loaders"]
+    for loader in seen["loaders"]:
+        assert isinstance(loader.sampler, torch.utils.data.SequentialSampler)
+    train_eval_ds = train_features.dataset
+    assert train_eval_ds.indices == cli._split_folder(photo_folder, 0.2, 7, None, None)[0].indices
+    head_train, head_val = call["train"], call["val"]
+    assert (head_train.batch_size, head_train.shuffle, head_val.shuffle) == (4, True, False)
+    assert head_train.generator.initial_seed() == 7
+    assert head_train.labels.tolist() == [train_eval_ds.dataset.targets[i] for i in train_eval_ds.indices]
+    assert torch.allclose(head_train.inputs[0], seen["first"][0], atol=1e-5)  # eval transform: not augmented
+    assert torch.allclose(head_val.inputs[0], seen["first"][1], atol=1e-5)
+    assert (call["epochs"], call["lr"], call["checkpoint"], call["resume"]) == (3, 0.05, run / "checkpoint.pt", False)
+    head = call["model"]
+    model, _ = cli.load_run(run)
+    assert torch.equal(model.fc.weight, head[-1].weight.detach()) and torch.equal(model.fc.bias, head[-1].bias.detach())
+    assert json.loads((run / "metrics.json").read_text())["trainable_parameters"] == 512 * 2 + 2
+
+
+@pytest.mark.parametrize("key", ["data_dir", "model", "mode", "classes", "image_size", "seed", "val_fraction"])
+def test_resume_refuses_each_argument_that_fixes_the_run(tmp_path: Path, key: str):
+    config = {"data_dir": "d", "model": "m", "mode": "feature", "classes": ["a"], "image_size": 32, "seed": 0,
+              "val_fraction": 0.2}
+    run = tmp_path / "runs" / "nested" / "run"  # parent folders are created
+    cli._prepare_run_dir(run, config, resume=False)
+    assert (run / "config.json").read_text() == json.dumps(config, indent=2)  # readable by a person
+    with pytest.raises(cli.CompanionError, match=rf"cannot resume .*: {key} differ"):
+        cli._prepare_run_dir(run, {**config, key: "changed"}, resume=True)
+
+
+def test_split_folder_gives_each_part_its_transform(photo_folder: Path, tmp_path: Path):
+    import shutil
+
+    train_tf, eval_tf = object(), object()  # stand-ins: only which one goes where is checked
+    train_ds, train_eval_ds, val_ds, _ = cli._split_folder(photo_folder, 0.2, 0, train_tf, eval_tf)
+    assert (train_ds.dataset.transform, train_eval_ds.dataset.transform, val_ds.dataset.transform) == (
+        train_tf, eval_tf, eval_tf)
+    root = tmp_path / "split"
+    shutil.copytree(photo_folder, root / "train")
+    shutil.copytree(photo_folder, root / "val")
+    train_ds, train_eval_ds, val_ds, _ = cli._split_folder(root, 0.2, 0, train_tf, eval_tf)
+    assert (train_ds.transform, train_eval_ds.transform, val_ds.transform) == (train_tf, eval_tf, eval_tf)
+    shutil.rmtree(root / "val")  # train/ alone is not a train/val layout: train/ is then one class folder
+    with pytest.raises(cli.ImageFolderError, match="only one class"):
+        cli._split_folder(root, 0.2, 0, train_tf, eval_tf)
+
+
+def test_every_class_gets_a_validation_image_even_a_small_one(photo_folder: Path, tmp_path: Path, capsys):
+    """6 + 2 images at 0.2: scikit-learn's stratified split gave both validation images to the
+    larger class; each class now gives round(0.2 * n), at least one, and keeps one for training."""
+    for extra in sorted((photo_folder / "coffee").glob("*.png"))[2:]:
+        extra.unlink()
+    train_ds, _, val_ds, _ = cli._split_folder(photo_folder, 0.2, 0, None, None)
+    targets = train_ds.dataset.targets
+    assert sorted(targets[i] for i in val_ds.indices) == [0, 1] and len(train_ds) == 6
+    kept, held_out = cli._stratified_split([0] * 10 + [1] * 5, 0.99, 0)
+    assert [i < 10 for i in kept] == [True, False] and len(held_out) == 13  # one of each kept for training
+    assert cli.main(["train", str(photo_folder), *FAST, "--val-fraction", "1.5", "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --val-fraction must lie between 0 and 1, got 1.5. Fix: e.g. --val-fraction 0.2")

