@@ -388,6 +388,26 @@ def balanced_subset(dataset: ArrayImageDataset, per_class: int | None, seed: int
     return dataset.subset(balanced_indices(dataset.labels, per_class, seed))
 
 
+def train_val_split(
+    dataset: ArrayImageDataset, train_per_class: int | None, val_per_class: int, seed: int = 0
+) -> tuple[ArrayImageDataset, ArrayImageDataset]:
+    """Disjoint, class-balanced, seeded training and validation sets from one training split.
+
+    The validation set (``val_per_class`` images of every class) is drawn first; the training set
+    is ``train_per_class`` of the remaining images of every class (``None``: all of them). Every
+    choice (epochs, recipe, model) is made on the validation set, so that the test split is
+    touched once, for the final model.
+
+    Raises ``ValueError`` when a class has too few images for both.
+    """
+    val_idx = balanced_indices(dataset.labels, val_per_class, seed)
+    rest = torch.ones(len(dataset), dtype=torch.bool)
+    rest[val_idx] = False
+    rest_idx = rest.nonzero().squeeze(1)
+    train_idx = rest_idx[balanced_indices(dataset.labels[rest_idx], train_per_class, seed + 1)]
+    return dataset.subset(train_idx), dataset.subset(val_idx)
+
+
 # ----------------------------------------------------------------------------- transforms
 
 

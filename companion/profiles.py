@@ -31,12 +31,13 @@ class Profile:
     batch_size: int
     label_budgets: tuple[int, ...]
     description: str
+    val_per_class: int = 50  # validation images per class, carved from the training split
 
     def __str__(self) -> str:
         per = lambda n: "all" if n is None else str(n)  # noqa: E731
         return (
-            f"profile {self.name!r}: {per(self.train_per_class)} train / {per(self.test_per_class)} test "
-            f"images per class, {self.epochs} epochs, {self.image_size} px, batch {self.batch_size}"
+            f"profile {self.name!r}: {per(self.train_per_class)} train / {self.val_per_class} validation / "
+            f"{per(self.test_per_class)} test images per class, {self.epochs} epochs, {self.image_size} px, batch {self.batch_size}"
         )
 
     def check(self, claim: str, holds: bool, *, applies_in: tuple[str, ...] = ("smoke", "quick", "full"),
@@ -66,6 +67,7 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke",
+        val_per_class=10,
         train_per_class=20,
         test_per_class=20,
         epochs=3,
@@ -76,6 +78,7 @@ PROFILES: dict[str, Profile] = {
     ),
     "quick": Profile(
         name="quick",
+        val_per_class=50,
         train_per_class=50,
         test_per_class=100,
         epochs=4,
@@ -87,6 +90,7 @@ PROFILES: dict[str, Profile] = {
     ),
     "full": Profile(
         name="full",
+        val_per_class=500,
         train_per_class=None,
         test_per_class=None,
         epochs=15,

@@ -508,3 +508,16 @@ def test_every_row_of_the_published_table_is_read():
     readme_rows = [line for line in gzip.open("/usr/share/doc/dataset-fashion-mnist/README.md.gz", "rt")
                    if re.match(r"\s*\|[^|]*\|[^|]*\|\s*0\.\d+\s*\|", line)]
     assert len(table) == len(readme_rows) == 37
+
+
+def test_train_val_split_is_disjoint_balanced_and_seeded(fashion_small):
+    train, _ = fashion_small  # 20 real images per class
+    fit_set, val_set = data.train_val_split(train, 12, 5, seed=0)
+    assert torch.bincount(fit_set.labels).tolist() == [12] * 10 and torch.bincount(val_set.labels).tolist() == [5] * 10
+    as_bytes = lambda ds: {bytes(x.numpy()) for x in ds.images}  # noqa: E731
+    assert not as_bytes(fit_set) & as_bytes(val_set)
+    everything, val_all = data.train_val_split(train, None, 5, seed=0)
+    assert len(everything) == 150 and torch.equal(val_all.images, val_set.images)  # None: all the rest
+    assert not torch.equal(data.train_val_split(train, 12, 5, seed=1)[1].images, val_set.images)
+    with pytest.raises(ValueError, match="fewer than the 16 asked for"):
+        data.train_val_split(train, 16, 5)
