@@ -53,3 +53,15 @@ def test_stored_runs_print_profile_device_and_sources_first():
         assert "device  : " + prov["device"] in outputs[0], path.name
         if path.stem != "performance":  # the appendix loads no dataset or weights
             assert any(line.startswith(("[data] ", "[weights] ")) for out in outputs for line in out.splitlines()), path.name
+
+
+def test_chapter_code_is_formatted_and_fits_the_page():
+    """The website shows code cells about 88 columns wide: every chapter's cells are ruff-formatted
+    at 88 columns and no line is wider (``python -m edition.format_chapters`` fixes the first)."""
+    sys.path.insert(0, str(ROOT))
+    from edition import format_chapters
+
+    for md in chapters():
+        text, changed = format_chapters.format_chapter(md)
+        assert changed == 0, f"{md.name}: {changed} code cells are not ruff-formatted; run python -m edition.format_chapters"
+        assert format_chapters.wide_lines(text) == [], f"{md.name}: code lines wider than 88 columns"
