@@ -112,7 +112,8 @@ def _try_download(fn, what: str):
     try:
         return fn()
     except (OSError, RuntimeError) as exc:  # URLError is an OSError
-        print(f"[data] could not download {what}: {type(exc).__name__}: {str(exc)[:120]}")
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [""]
+        print(f"[data] could not download {what} ({type(exc).__name__}: {lines[-1][:100]})")
         return None
     finally:
         socket.setdefaulttimeout(previous)

@@ -7,15 +7,29 @@ result came from the real thing or from an announced stand-in.
 
 from __future__ import annotations
 
+import os
 import platform
+import sysconfig
 
 import torch
 
 _SOURCES: dict[str, str] = {}
 
 
+def short_paths(text: str) -> str:
+    """``text`` with this machine's install and home folders shortened for a reader:
+    ``site-packages/...`` for installed packages, ``~/...`` under the home folder."""
+    site_packages = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}
+    for prefix in sorted(site_packages, key=len, reverse=True):
+        text = text.replace(prefix.rstrip(os.sep) + os.sep, "site-packages" + os.sep)
+    home = os.path.expanduser("~").rstrip(os.sep)
+    return text.replace(home + os.sep, "~" + os.sep) if home not in ("", os.sep) else text
+
+
 def record(kind: str, name: str, source: str) -> None:
-    """Remember that ``name`` (a dataset or weight file, per ``kind``) came from ``source``."""
+    """Remember that ``name`` (a dataset or weight file, per ``kind``) came from ``source``
+    (with :func:`short_paths`)."""
+    source = short_paths(source)
     key = f"{kind} {name}"
     if _SOURCES.get(key) != source:
         _SOURCES[key] = source

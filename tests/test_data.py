@@ -521,3 +521,21 @@ def test_train_val_split_is_disjoint_balanced_and_seeded(fashion_small):
     assert not torch.equal(data.train_val_split(train, 12, 5, seed=1)[1].images, val_set.images)
     with pytest.raises(ValueError, match="fewer than the 16 asked for"):
         data.train_val_split(train, 16, 5)
+
+
+def test_sources_show_short_paths_and_a_failed_download_says_why_in_one_line(monkeypatch, capsys):
+    import os
+    import sysconfig
+
+    site_packages = sysconfig.get_paths()["purelib"]
+    home = os.path.expanduser("~")
+    assert provenance.short_paths(f"file {site_packages}/pkg/w.pth") == "file site-packages/pkg/w.pth"
+    assert provenance.short_paths(f"in {home}/.cache/x and /usr/share/y") == "in ~/.cache/x and /usr/share/y"
+    monkeypatch.delenv("TLBOOK_OFFLINE", raising=False)
+
+    def offline():
+        raise RuntimeError("Error downloading x.gz:\nTried https://example.org/, got:\n<urlopen error [Errno -2] Name or service not known>\n")
+
+    assert data._try_download(offline, "MNIST") is None
+    assert capsys.readouterr().out == (
+        "[data] could not download MNIST (RuntimeError: <urlopen error [Errno -2] Name or service not known>)\n")
