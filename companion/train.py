@@ -1,9 +1,11 @@
 """Training and evaluation: ``fit``, ``evaluate``, ``predict`` and atomic, safe checkpoints.
 
 ``fit`` is one plain loop in the style of torchvision's ``references/classification``:
-progress bars (tqdm), a per-epoch history, optional early stopping, mixed precision on CUDA,
-a checkpoint after every epoch (written atomically) and ``resume=True`` to continue an
-interrupted run to the same result.
+:func:`train_one_epoch`, then :func:`evaluate`, with progress bars (tqdm), a per-epoch
+history, optional :class:`EarlyStopping`, mixed precision on CUDA, metrics summed on the
+device (one host synchronisation per epoch), a checkpoint after every epoch (written
+atomically) and ``resume=True`` to continue an interrupted run to the same result, early
+stopping included.
 """
 
 from __future__ import annotations
@@ -71,9 +73,15 @@ def _forward_batches(
             yield model(x).float(), y
 
 
-def count_correct(out: torch.Tensor, y: torch.Tensor) -> int:
-    """Number of rows of logits ``out (B, K)`` whose arg-max equals the label ``y (B,)``."""
-    return int((out.argmax(1) == y).sum())
+def count_correct(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Number of rows of logits ``out (B, K)`` whose arg-max equals the label ``y (B,)``, as a
+    0-d tensor on their device (summing it up needs no host synchronisation)."""
+    return (out.argmax(1) == y).sum()
+
+
+def _sum_dtype(device: torch.device) -> torch.dtype:
+    """Running sums of losses in float64 where the device has it (MPS has not)."""
+    return torch.float32 if device.type == "mps" else torch.float64
 
 
 def _model_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
@@ -86,7 +94,7 @@ def _model_device(model: nn.Module, device: torch.device | str | None) -> torch.
 def evaluate(
     model: nn.Module, loader: Iterable[Batch], *, preprocess: Callable | None = None,
     device: torch.device | str | None = None, loss_fn: Callable | None = None, progress: bool | None = False,
-    correct_fn: Callable[[torch.Tensor, torch.Tensor], int] = count_correct,
+    correct_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor | int] = count_correct,
 ) -> dict[str, float]:
     """Accuracy and mean cross-entropy of ``model`` over ``loader`` (always in eval mode).
 
@@ -102,14 +110,16 @@ def evaluate(
     """
     device = _model_device(model, device)
     loss_fn = loss_fn or nn.CrossEntropyLoss()
-    total, correct, loss_sum = 0, 0, 0.0
+    total = 0
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    loss_sum = torch.zeros((), device=device, dtype=_sum_dtype(device))
     for out, y in _forward_batches(model, loader, preprocess, device, "eval", progress):
-        loss_sum += float(loss_fn(out, y)) * len(y)
+        loss_sum += loss_fn(out, y) * len(y)  # summed on the device: one sync, at the end
         correct += correct_fn(out, y)
         total += len(y)
     if total == 0:
         raise ValueError("evaluate() got an empty loader")
-    return {"accuracy": correct / total, "loss": loss_sum / total, "n": total}
+    return {"accuracy": int(correct) / total, "loss": float(loss_sum) / total, "n": total}
 
 
 def predict(
@@ -249,6 +259,135 @@ def _loader_generator(loader) -> torch.Generator | None:
     return getattr(loader, "generator", None)
 
 
+class EarlyStopping:
+    """Stop when the validation loss has not improved for ``patience`` epochs, keeping the
+    weights of the best epoch. Its state is saved in ``fit``'s checkpoint, so a resumed run
+    stops at the epoch an uninterrupted one would, with the same best weights."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience, self.best_loss, self.stale = patience, math.inf, 0
+        self.best_weights: dict[str, torch.Tensor] | None = None
+
+    def update(self, val_loss: float, model: nn.Module) -> bool:
+        """Note the loss of the weights just evaluated; ``True`` when training should stop."""
+        if val_loss < self.best_loss:
+            self.best_loss, self.stale = val_loss, 0
+            self.best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            self.stale += 1
+        return self.stale >= self.patience
+
+    def state_dict(self) -> dict:
+        return {"best_loss": self.best_loss, "stale": self.stale, "best_weights": self.best_weights}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best_loss, self.stale = float(state["best_loss"]), int(state["stale"])
+        self.best_weights = state["best_weights"]
+
+
+def train_one_epoch(
+    model: nn.Module, loader: Iterable[Batch], optimizer: torch.optim.Optimizer, *,
+    device: torch.device, loss_fn: Callable, correct_fn: Callable = count_correct,
+    preprocess: Callable | None = None, scaler: torch.amp.GradScaler | None = None,
+    use_amp: bool = False, forward: Callable | None = None, desc: str = "train",
+    progress: bool | None = None,
+) -> dict[str, float]:
+    """One pass over ``loader`` (``(images (B, C, H, W), labels (B,))``), one optimiser step per batch.
+
+    Loss and accuracy accumulate on the device and reach the host once, at the end of the epoch
+    (and when the progress bar refreshes, if one is shown): no per-step synchronisation.
+
+    Returns:
+        ``{"train_loss", "train_accuracy"}``, means over the epoch's images.
+
+    Raises:
+        TrainingDivergedError: a batch's loss was not finite (checked once, at the end).
+    """
+    forward = forward or model
+    model.train()
+    keep_frozen_batchnorm_in_eval(model)
+    if isinstance(preprocess, nn.Module):
+        preprocess.train()
+    seen, show = 0, _progress_enabled(progress)
+    loss_sum = torch.zeros((), device=device, dtype=_sum_dtype(device))
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    first_bad = torch.full((), -1, device=device, dtype=torch.long)  # first non-finite batch
+    bar = tqdm(loader, desc=desc, leave=False, disable=not show)
+    for step, (x, y) in enumerate(bar):
+        x, y = dev.to_device(x, device), y.to(device, non_blocking=True)
+        if preprocess is not None:
+            x = dev.to_device(preprocess(x), device)  # channels-last on CUDA
+        with dev.autocast(device, use_amp):
+            out = forward(x)
+            loss = loss_fn(out.float(), y)
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        seen += len(y)
+        loss_sum += loss.detach() * len(y)
+        correct += correct_fn(out.detach(), y)
+        if show and step % 10 == 0:
+            bar.set_postfix(loss=f"{float(loss_sum) / seen:.3f}", acc=f"{int(correct) / seen:.3f}")
+    if int(first_bad) >= 0:
+        raise TrainingDivergedError(
+            f"loss became {float(loss_sum)} at batch {int(first_bad) + 1} of {desc}. Fix: lower the learning "
+            f"rate (now {optimizer.param_groups[0]['lr']:.2g}), check the inputs for NaNs, or keep mixed "
+            f"precision off (amp=False)."
+        )
+    return {"train_loss": float(loss_sum) / max(seen, 1), "train_accuracy": int(correct) / max(seen, 1)}
+
+
+def _optimization(model, optimizer, scheduler, schedule, lr: float, epochs: int):
+    """(optimizer, scheduler): AdamW over the trainable parameters unless one is given, and a
+    cosine schedule when ``schedule == "cosine"`` and no scheduler is given."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("fit() got a model with no trainable parameters: unfreeze something first")
+    optimizer = optimizer or torch.optim.AdamW(params, lr=lr)
+    if scheduler is None and schedule is not None:
+        if schedule != "cosine":
+            raise ValueError(f"unknown schedule {schedule!r}: use 'cosine', or pass a scheduler")
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    return optimizer, scheduler
+
+
+def _training_state(model, optimizer, scheduler, scaler, stopper, train_loader) -> dict:
+    """Everything a resumed run needs besides the weights: optimiser, schedule, loss scaling,
+    early stopping, and the random states of torch and of the loader's shuffling."""
+    state = {"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
+    for key, part in (("scheduler", scheduler), ("scaler", scaler), ("early_stopping", stopper)):
+        if part is not None:
+            state[key] = part.state_dict()
+    generator = _loader_generator(train_loader)
+    if generator is not None:
+        state["loader_rng"] = generator.get_state()
+    return state
+
+
+def _restore(ckpt: dict, optimizer, scheduler, scaler, stopper, train_loader) -> None:
+    """Put the state that :func:`_training_state` saved back in place."""
+    optimizer.load_state_dict(ckpt["optimizer"])
+    for key, part in (("scheduler", scheduler), ("scaler", scaler), ("early_stopping", stopper)):
+        if part is not None and key in ckpt:
+            part.load_state_dict(ckpt[key])
+    torch.set_rng_state(ckpt["torch_rng"])
+    generator = _loader_generator(train_loader)
+    if generator is not None and "loader_rng" in ckpt:
+        generator.set_state(ckpt["loader_rng"])
+
+
+def _epoch_line(record: dict, epochs: int) -> str:
+    val = f"  val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.3f}" if "val_loss" in record else ""
+    return (f"epoch {record['epoch']:>3}/{epochs}  train loss {record['train_loss']:.4f} "
+            f"acc {record['train_accuracy']:.3f}{val}  {record['seconds']:.1f}s")
+
+
 def fit(
     model: nn.Module,
     train_loader: Iterable[Batch],
@@ -269,10 +408,13 @@ def fit(
     progress: bool | None = None,
     verbose: bool = True,
     epoch_end: Callable[[int, nn.Module, torch.optim.Optimizer], None] | None = None,
-    correct_fn: Callable[[torch.Tensor, torch.Tensor], int] = count_correct,
+    correct_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor | int] = count_correct,
     compile: bool = False,
 ) -> list[dict[str, float]]:
     """Train ``model`` for ``epochs`` epochs and return the per-epoch history.
+
+    Each epoch is :func:`train_one_epoch`, then :func:`evaluate` on ``val_loader``, then the
+    schedule's step, ``epoch_end``, the checkpoint and the early-stopping decision.
 
     Args:
         train_loader, val_loader: yield ``(images (B, C, H, W), labels (B,))``.
@@ -283,9 +425,9 @@ def fit(
         preprocess: batch transform applied on the device; put in train mode for training
             batches (augmentation) and eval mode for validation.
         early_stopping: stop when validation loss has not improved for this many epochs and
-            restore the best weights.
+            restore the best weights (:class:`EarlyStopping`).
         checkpoint: file to write after every epoch (atomic); with ``resume=True`` an existing
-            one is loaded and training continues after its last epoch.
+            one is loaded and training continues after its last epoch, to the same result.
         amp: mixed precision on CUDA (bf16, or fp16 with loss scaling).
         compile: run the training forward pass through ``torch.compile`` (off by default: the
             first epoch pays the compilation, which only long runs on a GPU win back).
@@ -304,83 +446,33 @@ def fit(
     """
     device = torch.device(device) if device is not None else dev.choose_device()
     model = dev.prepare_model(model, device)
-    if preprocess is not None and isinstance(preprocess, nn.Module):
+    if isinstance(preprocess, nn.Module):
         preprocess.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("fit() got a model with no trainable parameters: unfreeze something first")
-    optimizer = optimizer or torch.optim.AdamW(params, lr=lr)
-    if scheduler is None and schedule is not None:
-        if schedule != "cosine":
-            raise ValueError(f"unknown schedule {schedule!r}: use 'cosine', or pass a scheduler")
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    optimizer, scheduler = _optimization(model, optimizer, scheduler, schedule, lr, epochs)
     loss_fn = loss_fn or nn.CrossEntropyLoss()
-    forward = torch.compile(model) if compile else model
     use_amp = amp and dev.amp_dtype(device) is not None
     scaler = torch.amp.GradScaler(device.type) if use_amp and dev.needs_grad_scaler(device) else None
-
+    stopper = EarlyStopping(early_stopping) if early_stopping is not None and val_loader is not None else None
+    step = dict(device=device, loss_fn=loss_fn, correct_fn=correct_fn, preprocess=preprocess, scaler=scaler,
+                use_amp=use_amp, forward=torch.compile(model) if compile else model, progress=progress)
     history: list[dict[str, float]] = []
-    start_epoch = 0
-    best = (math.inf, None)
     if checkpoint is not None and resume and Path(checkpoint).exists():
         ckpt = load_checkpoint(checkpoint, model)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if scheduler is not None and "scheduler" in ckpt:
-            scheduler.load_state_dict(ckpt["scheduler"])
-        if scaler is not None and "scaler" in ckpt:
-            scaler.load_state_dict(ckpt["scaler"])
-        history = list(ckpt.get("history", []))
-        start_epoch = int(ckpt["epoch"]) + 1
-        torch.set_rng_state(ckpt["torch_rng"])
-        gen = _loader_generator(train_loader)
-        if gen is not None and "loader_rng" in ckpt:
-            gen.set_state(ckpt["loader_rng"])
+        _restore(ckpt, optimizer, scheduler, scaler, stopper, train_loader)
+        history, start = list(ckpt.get("history", [])), int(ckpt["epoch"]) + 1
         if verbose:
-            print(f"resumed from {checkpoint} after epoch {start_epoch}")
-
-    stale = 0
-    watching = early_stopping is not None and val_loader is not None
-    for epoch in range(start_epoch, epochs):
+            print(f"resumed from {checkpoint} after epoch {start}")
+    else:
+        start = 0
+    for epoch in range(start, epochs):
         t0 = time.perf_counter()
-        model.train()
-        keep_frozen_batchnorm_in_eval(model)
-        if isinstance(preprocess, nn.Module):
-            preprocess.train()
-        seen, correct, loss_sum = 0, 0, 0.0
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not _progress_enabled(progress))
-        for step, (x, y) in enumerate(bar):
-            x, y = dev.to_device(x, device), y.to(device, non_blocking=True)
-            if preprocess is not None:
-                x = dev.to_device(preprocess(x), device)  # channels-last on CUDA
-            with dev.autocast(device, use_amp):
-                out = forward(x)
-                loss = loss_fn(out.float(), y)
-            if not torch.isfinite(loss):
-                kept = f"; the last good checkpoint is {checkpoint}" if checkpoint and Path(checkpoint).exists() else ""
-                raise TrainingDivergedError(
-                    f"loss became {loss.item()} at epoch {epoch + 1}, batch {step + 1}{kept}. "
-                    f"Fix: lower the learning rate (now {optimizer.param_groups[0]['lr']:.2g}), check the inputs for "
-                    f"NaNs, or keep mixed precision off (amp=False)."
-                )
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-            n = len(y)
-            seen += n
-            loss_sum += float(loss.detach()) * n
-            correct += correct_fn(out.detach(), y)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / max(seen, 1),
-            "train_accuracy": correct / max(seen, 1),
-            "lr": optimizer.param_groups[0]["lr"],
-        }
+        record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
+        try:
+            record.update(train_one_epoch(model, train_loader, optimizer, desc=f"epoch {epoch + 1}/{epochs}", **step))
+        except TrainingDivergedError as exc:
+            if checkpoint is None or not Path(checkpoint).exists():
+                raise
+            raise TrainingDivergedError(f"{exc} The last good checkpoint is {checkpoint}.") from None
         if scheduler is not None:
             scheduler.step()
         if val_loader is not None:
@@ -389,34 +481,17 @@ def fit(
         record["seconds"] = time.perf_counter() - t0
         history.append(record)
         if verbose:
-            print(
-                f"epoch {epoch + 1:>3}/{epochs}  train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.3f}"
-                + (f"  val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.3f}" if val_loader is not None else "")
-                + f"  {record['seconds']:.1f}s"
-            )
-        if watching:  # keep the weights just evaluated
-            if record["val_loss"] < best[0]:
-                best = (record["val_loss"], {k: v.detach().clone() for k, v in model.state_dict().items()})
-                stale = 0
-            else:
-                stale += 1
+            print(_epoch_line(record, epochs))
+        stop = stopper is not None and stopper.update(record["val_loss"], model)  # the weights just evaluated
         if epoch_end is not None:
             epoch_end(epoch, model, optimizer)
         if checkpoint is not None:
-            extra = {"scheduler": scheduler.state_dict()} if scheduler is not None else {}
-            if scaler is not None:
-                extra["scaler"] = scaler.state_dict()
-            gen = _loader_generator(train_loader)
-            if gen is not None:
-                extra["loader_rng"] = gen.get_state()
-            save_checkpoint(
-                checkpoint, model, optimizer=optimizer.state_dict(), epoch=epoch, history=history,
-                torch_rng=torch.get_rng_state(), **extra,
-            )
-        if watching and stale >= early_stopping:
+            state = _training_state(model, optimizer, scheduler, scaler, stopper, train_loader)
+            save_checkpoint(checkpoint, model, epoch=epoch, history=history, **state)
+        if stop:
             if verbose:
-                print(f"early stopping after epoch {epoch + 1}: no better validation loss for {stale} epochs")
+                print(f"early stopping after epoch {epoch + 1}: no better validation loss for {stopper.stale} epochs")
             break
-    if best[1] is not None:
-        model.load_state_dict(best[1])
+    if stopper is not None and stopper.best_weights is not None:
+        model.load_state_dict(stopper.best_weights)
     return history

@@ -450,3 +450,33 @@ def test_per_class_accuracy_keeps_every_class_even_one_never_seen():
     table = train.per_class_accuracy(probs, torch.tensor([0, 1, 1]), ["a", "b", "c"])
     assert table.loc["c"].tolist() == [0.0, 0.0, 0] and table.index[0] == "c"
     assert table.loc["a"].tolist() == [1.0, 0.5, 1] and table.loc["b"].tolist() == [0.5, 1.0, 2]
+
+
+def test_resume_with_early_stopping_stops_where_an_uninterrupted_run_stops(tmp_path):
+    """Early stopping's best loss, patience count and best weights are part of the checkpoint."""
+    model0, x, y = _linear_problem(2)
+    _, x_val, y_val = _linear_problem(3)  # unrelated labels: validation loss soon rises
+    initial = {k: v.clone() for k, v in model0.state_dict().items()}
+
+    def run(checkpoint=None, resume=False, epoch_end=None):
+        model = _linear_problem(2)[0]
+        model.load_state_dict(initial)
+        history = train.fit(model, data.ArrayLoader(x, y, 8, shuffle=True, seed=2), _uneven(x_val, y_val),
+                            epochs=12, lr=0.5, early_stopping=2, device="cpu", verbose=False,
+                            checkpoint=checkpoint, resume=resume, epoch_end=epoch_end)
+        return model, history
+
+    straight_model, straight = run()
+    assert len(straight) < 12  # lr 0.5 overshoots: the run does stop early
+
+    def interrupt(epoch, model, optimizer):
+        if epoch == len(straight) - 2:  # after some epochs without improvement were counted
+            raise KeyboardInterrupt
+
+    ckpt = tmp_path / "run.pt"
+    with pytest.raises(KeyboardInterrupt):
+        run(ckpt, epoch_end=interrupt)
+    resumed_model, resumed = run(ckpt, resume=True)
+    strip = lambda h: {k: v for k, v in h.items() if k != "seconds"}  # noqa: E731
+    assert [strip(h) for h in resumed] == [strip(h) for h in straight]
+    assert torch.equal(resumed_model.weight, straight_model.weight)  # the same best epoch restored
