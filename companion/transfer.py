@@ -271,6 +271,11 @@ class MultiDepthFeatures(nn.Module):
         for layer in self.layers:
             model.get_submodule(layer).register_forward_hook(self._keep(layer))
 
+    def extra_repr(self) -> str:
+        """The fused layers, part of the module's ``repr``: :func:`cached_features` keys its
+        cache by that ``repr``, so two fusions of the same model never share features."""
+        return f"layers={self.layers}"
+
     def _keep(self, layer: str):
         def hook(module, args, output):
             self._outputs[layer] = output

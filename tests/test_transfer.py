@@ -407,3 +407,17 @@ def test_task_accuracy_of_a_single_image():
             head.bias.zero_()
     loader = [(torch.tensor([[1.0, 0.0]]), torch.tensor([[0, 1]]))]
     assert net.task_accuracy(loader, device="cpu") == {"a": 1.0, "b": 0.0}
+
+
+def test_fusions_of_different_layers_do_not_share_cached_features(tmp_path, monkeypatch):
+    monkeypatch.setenv("TLBOOK_DATA", str(tmp_path))
+    images = data.ArrayImageDataset(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8),
+                                    torch.tensor([0, 1, 0, 1]), ["a", "b"], "x/train", "test")
+    net = models.create("simple_cnn", num_classes=2)
+    prep = data.BatchTransform.for_model("simple_cnn")
+    blocks = [name for name, m in net.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    first, _ = transfer.cached_features(transfer.MultiDepthFeatures(net, blocks[:1]), images, preprocess=prep,
+                                        device="cpu")
+    both, _ = transfer.cached_features(transfer.MultiDepthFeatures(net, blocks[:2]), images, preprocess=prep,
+                                       device="cpu")
+    assert both.shape[1] > first.shape[1]
