@@ -65,3 +65,19 @@ def test_chapter_code_is_formatted_and_fits_the_page():
         text, changed = format_chapters.format_chapter(md)
         assert changed == 0, f"{md.name}: {changed} code cells are not ruff-formatted; run python -m edition.format_chapters"
         assert format_chapters.wide_lines(text) == [], f"{md.name}: code lines wider than 88 columns"
+
+
+def test_every_chapter_ends_with_exercises_and_collapsed_hints():
+    """3 to 5 numbered exercises under a last ``## Exercises`` heading, each hint collapsed."""
+    import re
+
+    for md in chapters():
+        text = md.read_text(encoding="utf-8")
+        headings = re.findall(r"^## (.+)$", text, re.M)
+        assert headings and headings[-1].strip() == "Exercises", f"{md.name} does not end with ## Exercises"
+        exercises = text.rsplit("\n## Exercises", 1)[1]
+        outside_blocks = re.sub(r"^:::\{admonition\}.*?^:::$", "", exercises, flags=re.M | re.S)
+        numbered = re.findall(r"^\d+\. ", outside_blocks, re.M)
+        assert 3 <= len(numbered) <= 5, f"{md.name}: {len(numbered)} exercises"
+        hints = re.findall(r"^:::\{admonition\} Hint\n:class: dropdown$", exercises, re.M)
+        assert len(hints) >= len(numbered), f"{md.name}: every exercise needs a collapsed hint"
