@@ -55,7 +55,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
 # Mutation testing of the companion's core modules against the unit tests (mutmut; not in CI:
-# about an hour on 2 cores). Starts clean, because mutmut does not notice changed tests; records the
+# over 2 h on 2 cores today, the goal is 1 h). Starts clean, because mutmut does not notice changed tests; records the
 # kill rate per module in benchmarks/results.json and the survivors in benchmarks/mutants.md.
 # MUTANTS="companion.train*" limits the run (its figures are then marked partial). The commit recorded
 # is the one tested: taken before the run, since the tree may move on while it goes.
