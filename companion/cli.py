@@ -163,7 +163,7 @@ def _fit_feature_head(args, splits, loader, device, checkpoint: Path):
     Returns ``(model, head, history)``: the backbone with the trained head in place, the head alone
     (what was trained), and ``fit``'s history.
     """
-    train_ds, train_eval_ds, val_ds, classes = splits
+    _, train_eval_ds, val_ds, classes = splits
     backbone = models.create(args.model, pretrained=True, num_classes=0).to(device)
     x, y = transfer.extract_features(backbone, loader(train_eval_ds, False), device=device, progress=None)
     xv, yv = transfer.extract_features(backbone, loader(val_ds, False), device=device, progress=None)

@@ -312,6 +312,7 @@ def train_one_epoch(
     loss_sum = torch.zeros((), device=device, dtype=_sum_dtype(device))
     correct = torch.zeros((), device=device, dtype=torch.long)
     first_bad = torch.full((), -1, device=device, dtype=torch.long)  # first non-finite batch
+    bad_loss = torch.zeros((), device=device)  # and its loss
     bar = tqdm(loader, desc=desc, leave=False, disable=not show)
     for step, (x, y) in enumerate(bar):
         x, y = dev.to_device(x, device), y.to(device, non_blocking=True)
@@ -320,7 +321,9 @@ def train_one_epoch(
         with dev.autocast(device, use_amp):
             out = forward(x)
             loss = loss_fn(out.float(), y)
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
+        newly_bad = (first_bad < 0) & ~torch.isfinite(loss)
+        first_bad = torch.where(newly_bad, step, first_bad)
+        bad_loss = torch.where(newly_bad, loss.detach(), bad_loss)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -336,7 +339,7 @@ def train_one_epoch(
             bar.set_postfix(loss=f"{float(loss_sum) / seen:.3f}", acc=f"{int(correct) / seen:.3f}")
     if int(first_bad) >= 0:
         raise TrainingDivergedError(
-            f"loss became {float(loss_sum)} at batch {int(first_bad) + 1} of {desc}. Fix: lower the learning "
+            f"loss became {float(bad_loss)} at batch {int(first_bad) + 1} of {desc}. Fix: lower the learning "
             f"rate (now {optimizer.param_groups[0]['lr']:.2g}), check the inputs for NaNs, or keep mixed "
             f"precision off (amp=False)."
         )
@@ -357,7 +360,7 @@ def _optimization(model, optimizer, scheduler, schedule, lr: float, epochs: int)
     return optimizer, scheduler
 
 
-def _training_state(model, optimizer, scheduler, scaler, stopper, train_loader) -> dict:
+def _training_state(optimizer, scheduler, scaler, stopper, train_loader) -> dict:
     """Everything a resumed run needs besides the weights: optimiser, schedule, loss scaling,
     early stopping, and the random states of torch and of the loader's shuffling."""
     state = {"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
@@ -486,7 +489,7 @@ def fit(
         if epoch_end is not None:
             epoch_end(epoch, model, optimizer)
         if checkpoint is not None:
-            state = _training_state(model, optimizer, scheduler, scaler, stopper, train_loader)
+            state = _training_state(optimizer, scheduler, scaler, stopper, train_loader)
             save_checkpoint(checkpoint, model, epoch=epoch, history=history, **state)
         if stop:
             if verbose:
