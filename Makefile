@@ -15,7 +15,7 @@ export PYTHONUNBUFFERED := 1
 BOOK_PROFILE ?= $(or $(TLBOOK_PROFILE),smoke)
 STRICT ?=
 
-.PHONY: setup book test unit notebooks bench browser-check clean reference reference-stale reference-status mutants
+.PHONY: setup book test lint format unit notebooks bench browser-check clean reference reference-stale reference-status mutants
 
 setup: $(STAMP)
 
@@ -29,9 +29,20 @@ book: $(STAMP)
 	TLBOOK_PROFILE=$(BOOK_PROFILE) TLBOOK_PROGRESS=0 TLBOOK_STRICT_REFERENCES=$(STRICT) $(BIN)/jupyter-book build . -W -n --keep-going
 	@echo "website: $(abspath _build/html/index.html)"
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(BIN)/python tests/chapters_to_notebooks.py _build/nbval
 	TLBOOK_PROFILE=smoke $(BIN)/python -m pytest tests _build/nbval --nbval-lax --nbval-current-env -p no:cacheprovider -rs
+
+# ruff: lint and formatting of the code (configured in pyproject.toml); `make format` applies both.
+LINTED := companion tests benchmarks edition
+lint: $(STAMP)
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix $(LINTED)
+	$(BIN)/ruff format $(LINTED)
+	$(BIN)/python -m edition.format_chapters
 
 # The built website in headless Chromium: tracebacks, broken links, missing images; screenshots in _build/screenshots.
 browser-check: $(STAMP)

@@ -13,7 +13,6 @@ import time
 
 from nbclient import NotebookClient
 
-
 FIGURES = ("book_smoke_seconds", "book_smoke_seconds_per_chapter")
 
 
@@ -27,7 +26,9 @@ def run(partial=None) -> dict:
             continue
         nb = read_notebook(md)
         t0 = time.perf_counter()
-        NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(md.parent)}}).execute()
+        NotebookClient(
+            nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(md.parent)}}
+        ).execute()
         seconds[md.stem] = round(time.perf_counter() - t0, 1)
         print(f"{md.stem:24s} {seconds[md.stem]:6.1f} s")
         if partial is not None:

@@ -13,16 +13,25 @@ import time
 
 import torch
 
-from companion import data, device as dev, models, train, transfer
+from companion import data, hardware, models, train, transfer
 
 EPOCHS = 3
 
 
 def _frozen_backbone_epochs(train_set, prep, device) -> float:
-    model = transfer.freeze_stages(models.create("efficientnet_lite0", pretrained=True, num_classes=10), "efficientnet_lite0", 0)
+    model = transfer.freeze_stages(
+        models.create("efficientnet_lite0", pretrained=True, num_classes=10), "efficientnet_lite0", 0
+    )
     t0 = time.perf_counter()
-    train.fit(model, data.make_loader(train_set, 64, shuffle=True, device=device), epochs=EPOCHS, preprocess=prep,
-              device=device, verbose=False, progress=False)
+    train.fit(
+        model,
+        data.make_loader(train_set, 64, shuffle=True, device=device),
+        epochs=EPOCHS,
+        preprocess=prep,
+        device=device,
+        verbose=False,
+        progress=False,
+    )
     return (time.perf_counter() - t0) / EPOCHS
 
 
@@ -41,8 +50,8 @@ FIGURES = ("cached_features_speedup", "cached_features_speedup_including_extract
 
 
 def run(per_class: int = 50, size: int = 96, partial=None) -> dict:
-    device = dev.choose_device()
-    dev.seed_everything(0)
+    device = hardware.choose_device()
+    hardware.seed_everything(0)
     train_set = data.balanced_subset(data.load("fashion_mnist", "train"), per_class, seed=0)
     prep = data.BatchTransform.for_model("efficientnet_lite0", size=size)
     a, b, extract = [], [], []
@@ -53,13 +62,15 @@ def run(per_class: int = 50, size: int = 96, partial=None) -> dict:
         extract.append(ex)
     per_epoch = statistics.median(a) / statistics.median(b)
     total = EPOCHS * statistics.median(a) / (statistics.median(extract) + EPOCHS * statistics.median(b))
-    print(f"frozen backbone re-run: {statistics.median(a):.3f} s/epoch; cached features: {statistics.median(b):.4f} s/epoch "
-          f"(+ {statistics.median(extract):.2f} s once) -> {per_epoch:.0f}x per epoch, {total:.1f}x for {EPOCHS} epochs in all")
+    print(
+        f"frozen backbone re-run: {statistics.median(a):.3f} s/epoch; cached features: {statistics.median(b):.4f} s/epoch "
+        f"(+ {statistics.median(extract):.2f} s once) -> {per_epoch:.0f}x per epoch, {total:.1f}x for {EPOCHS} epochs in all"
+    )
     return {
         "cached_features_speedup": round(per_epoch, 1),
         "cached_features_speedup_including_extraction": round(total, 2),
         "cached_features_setup": f"EfficientNet-Lite0 frozen, {len(train_set)} Fashion-MNIST images at {size} px, "
-                                 f"{EPOCHS} epochs, device {device}",
+        f"{EPOCHS} epochs, device {device}",
     }
 
 

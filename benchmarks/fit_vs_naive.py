@@ -23,7 +23,7 @@ import torch
 import torchvision.transforms as T
 from torch import nn
 
-from companion import data, device as dev, models, train, transfer
+from companion import data, hardware, models, train, transfer
 
 NAME = "efficientnet_lite0"
 
@@ -34,7 +34,9 @@ class _PILDataset(torch.utils.data.Dataset):
     def __init__(self, ds: data.ArrayImageDataset, size: int) -> None:
         p = models.preprocessing(NAME)
         self.ds = ds
-        self.tf = T.Compose([T.ToPILImage(), T.Grayscale(3), T.Resize((size, size)), T.ToTensor(), T.Normalize(p.mean, p.std)])
+        self.tf = T.Compose(
+            [T.ToPILImage(), T.Grayscale(3), T.Resize((size, size)), T.ToTensor(), T.Normalize(p.mean, p.std)]
+        )
 
     def __len__(self) -> int:
         return len(self.ds)
@@ -86,10 +88,10 @@ FIGURES = ("fit_vs_naive", "fit_images_per_s", "naive_images_per_s", "fit_vs_nai
 
 
 def run(per_class: int | None = None, size: int | None = None, batch: int = 64, partial=None) -> dict:
-    device = dev.choose_device()
+    device = hardware.choose_device()
     per_class = per_class or (600 if device.type == "cuda" else 40)
     size = size or (224 if device.type == "cuda" else 96)
-    dev.seed_everything(0)
+    hardware.seed_everything(0)
     ds = data.balanced_subset(data.load("fashion_mnist", "train"), per_class, seed=0)
     engine_epoch(ds.subset(range(batch)), size, batch, device)  # warm-up: weights cached, kernels chosen
     a, b = [], []
@@ -97,14 +99,16 @@ def run(per_class: int | None = None, size: int | None = None, batch: int = 64, 
         a.append(engine_epoch(ds, size, batch, device))
         b.append(naive_epoch(ds, size, batch, device))
     ratio = statistics.median(a) / statistics.median(b)
-    print(f"fit: {statistics.median(a):.0f} images/s; naive loop: {statistics.median(b):.0f} images/s -> {ratio:.2f}x "
-          f"({len(ds)} images at {size} px, batch {batch}, {device})")
+    print(
+        f"fit: {statistics.median(a):.0f} images/s; naive loop: {statistics.median(b):.0f} images/s -> {ratio:.2f}x "
+        f"({len(ds)} images at {size} px, batch {batch}, {device})"
+    )
     return {
         "fit_vs_naive": round(ratio, 2),
         "fit_images_per_s": round(statistics.median(a), 1),
         "naive_images_per_s": round(statistics.median(b), 1),
         "fit_vs_naive_setup": f"EfficientNet-Lite0, base frozen, new head, {len(ds)} Fashion-MNIST images at {size} px, "
-                              f"batch {batch}, one epoch, A/B alternating x3, device {dev.describe(device)}",
+        f"batch {batch}, one epoch, A/B alternating x3, device {hardware.describe(device)}",
     }
 
 

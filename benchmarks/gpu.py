@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from companion import cnn_math, data, device as dev, models, train
+from companion import cnn_math, data, hardware, models, train
 
 PEAK_BF16_TFLOPS = {"H100 SXM": 989.0, "H100 PCIe": 756.0, "H100 NVL": 835.0, "H200": 989.0, "A100": 312.0}
 
@@ -47,7 +47,7 @@ def _step_rate(name: str, engine: bool, device: torch.device, batch: int, size: 
     model.train()
 
     def step():
-        with dev.autocast(device, enabled=engine):
+        with hardware.autocast(device, enabled=engine):
             loss = torch.nn.functional.cross_entropy(model(x).float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -74,17 +74,30 @@ def throughput(device: torch.device, batch: int = 128, size: int = 224, steps: i
             plain.append(_step_rate(name, False, device, batch, size, steps))
         macs = cnn_math.count_macs(models.create(name, num_classes=1000), (3, size, size))
         e, p = statistics.median(engine), statistics.median(plain)
-        rows[name] = {"engine": round(e, 1), "plain": round(p, 1), "speedup": round(e / p, 2),
-                      "achieved_tflops": round(e * 6 * macs / 1e12, 1), "gmacs_per_image": round(macs / 1e9, 2)}
-        print(f"{name:20s} engine {e:8.0f} img/s  plain {p:8.0f} img/s  {e / p:.2f}x  ~{rows[name]['achieved_tflops']} TFLOPS")
+        rows[name] = {
+            "engine": round(e, 1),
+            "plain": round(p, 1),
+            "speedup": round(e / p, 2),
+            "achieved_tflops": round(e * 6 * macs / 1e12, 1),
+            "gmacs_per_image": round(macs / 1e9, 2),
+        }
+        print(
+            f"{name:20s} engine {e:8.0f} img/s  plain {p:8.0f} img/s  {e / p:.2f}x  ~{rows[name]['achieved_tflops']} TFLOPS"
+        )
     torch.backends.cudnn.benchmark = True
     return rows
 
 
-def time_to_94(device: torch.device, size: int = 160, max_epochs: int = 10, per_class: int | None = None,
-               test_per_class: int | None = None, target: float = 0.94) -> float | None:
+def time_to_94(
+    device: torch.device,
+    size: int = 160,
+    max_epochs: int = 10,
+    per_class: int | None = None,
+    test_per_class: int | None = None,
+    target: float = 0.94,
+) -> float | None:
     """Seconds until the test accuracy first reaches ``target`` (``None``: not within ``max_epochs``)."""
-    dev.seed_everything(0)
+    hardware.seed_everything(0)
     train_set = data.balanced_subset(data.load("fashion_mnist", "train"), per_class, seed=0)
     test_set = data.balanced_subset(data.load("fashion_mnist", "test"), test_per_class, seed=0)
     prep = data.BatchTransform.for_model("efficientnet_lite0", size=size, augment=data.Augment(flip=0.5, shift=0.05))
@@ -95,8 +108,18 @@ def time_to_94(device: torch.device, size: int = 160, max_epochs: int = 10, per_
     test_loader = data.make_loader(test_set, 1024, device=device)
     t0 = time.perf_counter()
     for epoch in range(max_epochs):  # one epoch per call, to check the target after each
-        h = train.fit(model, train_loader, test_loader, epochs=1, optimizer=optimizer, scheduler=scheduler,
-                      preprocess=prep, device=device, verbose=False, progress=False)
+        h = train.fit(
+            model,
+            train_loader,
+            test_loader,
+            epochs=1,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            preprocess=prep,
+            device=device,
+            verbose=False,
+            progress=False,
+        )
         elapsed = time.perf_counter() - t0
         print(f"epoch {epoch + 1}: test accuracy {h[-1]['val_accuracy']:.4f} after {elapsed:.1f} s")
         if h[-1]["val_accuracy"] >= target:

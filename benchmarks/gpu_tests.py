@@ -26,6 +26,9 @@ def write() -> dict | None:
     ran = {k: v for k, v in _OUTCOMES.items() if v != "skipped"}
     if not ran:
         return None
-    figures = {"passed": sum(v == "passed" for v in ran.values()), "failed": sum(v == "failed" for v in ran.values()),
-               "tests": dict(sorted(ran.items()))}
+    figures = {
+        "passed": sum(v == "passed" for v in ran.values()),
+        "failed": sum(v == "failed" for v in ran.values()),
+        "tests": dict(sorted(ran.items())),
+    }
     return results_io.record("gpu_tests", (), figures, "pytest -m gpu tests")

@@ -28,8 +28,19 @@ GOAL = 0.85
 FIGURES = ("modules", "goal", "survivors")
 MUTANTS_DIR = results_io.ROOT / "mutants"
 REPORT = Path(__file__).resolve().parent / "mutants.md"
-STATUS = {1: "killed", 3: "killed", 0: "survived", 33: "not_run", 5: "not_run", 34: "skipped",
-          36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout"}
+STATUS = {
+    1: "killed",
+    3: "killed",
+    0: "survived",
+    33: "not_run",
+    5: "not_run",
+    34: "skipped",
+    36: "timeout",
+    24: "timeout",
+    -24: "timeout",
+    152: "timeout",
+    255: "timeout",
+}
 
 # Survivors that no unit test should catch, recognised by the changed line of their diff:
 # (regex on the mutated line, kind, reason). "equivalent": the program computes the same thing;
@@ -37,23 +48,46 @@ STATUS = {1: "killed", 3: "killed", 0: "survived", 33: "not_run", 5: "not_run", 
 # on a GPU, and mutmut runs the CPU tests (the GPU tests cover it there). Anything else "needs a test".
 RULES: list[tuple[str, str, str]] = [
     (r"nn\.ReLU\(inplace=", "equivalent", "an in-place ReLU computes the same values"),
-    (r"\.parameters\(recurse=", "equivalent", "batch-norm layers have no sub-modules, so recursing finds the same parameters"),
-    (r"_forward_batches\(.*, (None|\"XX\w+XX\"|\"[A-Z]+\"), (progress|False|True|None)\):$", "display",
-     "the label of a progress bar"),
-    (r"progress: bool \| None = (True|None)|_forward_batches\(.*, (True|None)\):$", "display",
-     "whether a progress bar is drawn (tests run with TLBOOK_PROGRESS=0)"),
+    (
+        r"\.parameters\(recurse=",
+        "equivalent",
+        "batch-norm layers have no sub-modules, so recursing finds the same parameters",
+    ),
+    (
+        r"_forward_batches\(.*, (None|\"XX\w+XX\"|\"[A-Z]+\"), (progress|False|True|None)\):$",
+        "display",
+        "the label of a progress bar",
+    ),
+    (
+        r"progress: bool \| None = (True|None)|_forward_batches\(.*, (True|None)\):$",
+        "display",
+        "whether a progress bar is drawn (tests run with TLBOOK_PROGRESS=0)",
+    ),
     (r"desc=|bar\.set_postfix|leave=", "display", "a progress bar's text"),
     (r"^\s*print\(|if (not )?verbose|verbose: bool = (False|None)", "display", "what is printed for the reader"),
     (r'^\s*raise \w+\(f?"', "display", "the wording of an error message (tests check the phrases that say what to do)"),
     (r"map_location=", "equivalent", "the files hold CPU tensors, which load onto the CPU either way"),
-    (r"channels_last|prepare_model|non_blocking|pin_memory|cudnn|device\.type == \"cuda\"|resident", "CUDA",
-     "only changes what happens on a CUDA device"),
-    (r"align_corners=None", "equivalent", "None means False, PyTorch's default, in interpolate, affine_grid and grid_sample"),
-    (r"remap = torch\.full\(", "equivalent",
-     "the fill only marks dropped classes, whose labels are masked out before the lookup; an int fill is int64 anyway"),
+    (
+        r"channels_last|prepare_model|non_blocking|pin_memory|cudnn|device\.type == \"cuda\"|resident",
+        "CUDA",
+        "only changes what happens on a CUDA device",
+    ),
+    (
+        r"align_corners=None",
+        "equivalent",
+        "None means False, PyTorch's default, in interpolate, affine_grid and grid_sample",
+    ),
+    (
+        r"remap = torch\.full\(",
+        "equivalent",
+        "the fill only marks dropped classes, whose labels are masked out before the lookup; an int fill is int64 anyway",
+    ),
     (r"torch\.as_tensor\(indices, (dtype=None)?\)", "equivalent", "integer indices become an int64 tensor either way"),
-    (r"\.write-test|WRITE-TEST|probe\.write_text\(", "equivalent",
-     "the probe file only tests that the folder is writable and is deleted at once"),
+    (
+        r"\.write-test|WRITE-TEST|probe\.write_text\(",
+        "equivalent",
+        "the probe file only tests that the folder is writable and is deleted at once",
+    ),
 ]
 
 # Keyword arguments whose removal changes nothing: the value removed is the function's default.
@@ -79,8 +113,13 @@ def module_figures(found: dict[str, str]) -> dict:
     killed = counts["killed"] + counts["timeout"]
     executed = killed + counts["survived"] + counts["suspicious"]
     return {
-        "mutants": len(found), "killed": killed, "timeouts": counts["timeout"], "survived": counts["survived"],
-        "suspicious": counts["suspicious"], "not_run": counts["not_run"], "not_checked": counts["not checked"],
+        "mutants": len(found),
+        "killed": killed,
+        "timeouts": counts["timeout"],
+        "survived": counts["survived"],
+        "suspicious": counts["suspicious"],
+        "not_run": counts["not_run"],
+        "not_checked": counts["not checked"],
         "kill_rate": round(killed / executed, 4) if executed else None,
     }
 
@@ -118,8 +157,10 @@ def _in_help_text(before: str, after: str) -> bool:
     span = _changed_span(before, after)
     if span is None:
         return False
-    return any(m.start(1) <= span[0] and span[1] <= m.end(1)
-               for m in re.finditer(r'(?:help|description)=f?"((?:[^"\\]|\\.)*)"', before))
+    return any(
+        m.start(1) <= span[0] and span[1] <= m.end(1)
+        for m in re.finditer(r'(?:help|description)=f?"((?:[^"\\]|\\.)*)"', before)
+    )
 
 
 def _touches_device(before: str, after: str) -> bool:
@@ -167,14 +208,32 @@ def write_report(survivors: list[str]) -> dict[str, str]:
         kind, reason = classify(shown, name)
         kinds[kind] += 1
         kind_of[name] = kind
-        sections += [f"## `{name}`", "", f"**{kind}**" + (f": {reason}." if reason else ""), "", "```diff", shown, "```", ""]
-    head = ["# Surviving mutants", "", "Written by `make mutants` (`python -m benchmarks.mutation`); do not edit.", "",
-            "A survivor is a small change to the companion that no unit test notices. Each is classified by",
-            "the rules in `benchmarks/mutation.py`: **equivalent** (computes the same thing), **display**",
-            "(only text meant for a person changes), **CUDA** (matters only on a GPU; mutmut runs the CPU",
-            "tests), **import time** (runs while the module is imported, where mutmut cannot switch it),",
-            "or **needs a test**.", "",
-            "| kind | survivors |", "| --- | ---: |", *[f"| {k} | {n} |" for k, n in kinds.most_common()], ""]
+        sections += [
+            f"## `{name}`",
+            "",
+            f"**{kind}**" + (f": {reason}." if reason else ""),
+            "",
+            "```diff",
+            shown,
+            "```",
+            "",
+        ]
+    head = [
+        "# Surviving mutants",
+        "",
+        "Written by `make mutants` (`python -m benchmarks.mutation`); do not edit.",
+        "",
+        "A survivor is a small change to the companion that no unit test notices. Each is classified by",
+        "the rules in `benchmarks/mutation.py`: **equivalent** (computes the same thing), **display**",
+        "(only text meant for a person changes), **CUDA** (matters only on a GPU; mutmut runs the CPU",
+        "tests), **import time** (runs while the module is imported, where mutmut cannot switch it),",
+        "or **needs a test**.",
+        "",
+        "| kind | survivors |",
+        "| --- | ---: |",
+        *[f"| {k} | {n} |" for k, n in kinds.most_common()],
+        "",
+    ]
     REPORT.write_text("\n".join(head + sections))
     return kind_of
 
@@ -200,14 +259,19 @@ def main(argv: list[str]) -> int:
         unswitchable = kinds["equivalent"] + kinds["import time"]
         executed = m["killed"] + m["survived"] + m["suspicious"] - unswitchable
         m["kill_rate_of_non_equivalent"] = round(m["killed"] / executed, 4) if executed else None
-    figures = {"modules": per_module, "goal": GOAL,
-               "survivors": {"total": len(survivors), **dict(Counter(kind_of.values()))}}
+    figures = {
+        "modules": per_module,
+        "goal": GOAL,
+        "survivors": {"total": len(survivors), **dict(Counter(kind_of.values()))},
+    }
     results_io.record("mutation", (), figures, "make mutants", complete=complete, note=note)
     for module, m in per_module.items():
         rate = "n/a" if m["kill_rate"] is None else f"{m['kill_rate']:.1%}"
         mark = "" if m["kill_rate"] is None or m["kill_rate"] >= GOAL else f"  (below the {GOAL:.0%} goal)"
-        print(f"{module:9s} kill rate {rate:>6s}: {m['killed']} killed, {m['survived']} survived, "
-              f"{m['not_run']} not run by any test{mark}")
+        print(
+            f"{module:9s} kill rate {rate:>6s}: {m['killed']} killed, {m['survived']} survived, "
+            f"{m['not_run']} not run by any test{mark}"
+        )
     print(f"written to {results_io.RESULTS}; survivors in {REPORT}")
     return 0
 

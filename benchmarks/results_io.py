@@ -45,17 +45,25 @@ def _commit() -> str | None:
     if os.environ.get("TLBOOK_COMMIT"):
         return os.environ["TLBOOK_COMMIT"]
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             check=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
         outputs = [f":!{p}" for p in ("benchmarks/results.json", "benchmarks/mutants.md", "README.md")]
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *outputs], cwd=ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *outputs],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return sha + ("+dirty" if dirty else "")
 
 
-def provenance(command: str, *, complete: bool = True, note: str | None = None, measured_by: dict | None = None) -> dict:
+def provenance(
+    command: str, *, complete: bool = True, note: str | None = None, measured_by: dict | None = None
+) -> dict:
     """Who measured: ``command``, date and time, device, cores, versions, commit; ``complete``
     is ``False`` for a run cut short, with ``note`` saying what is missing. ``measured_by``
     replaces any of these with what the measuring run itself recorded, when that was not this
@@ -63,12 +71,12 @@ def provenance(command: str, *, complete: bool = True, note: str | None = None, 
     import torch
     import torchvision
 
-    from companion import device as dev
+    from companion import hardware
 
     found = {
         "command": command,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": dev.describe(dev.choose_device()),
+        "device": hardware.describe(hardware.choose_device()),
         "cores": os.cpu_count(),
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
@@ -108,12 +116,24 @@ def flat_figures(results: dict) -> dict:
     return {name: value for entry in results.get("benchmarks", {}).values() for name, value in entry["figures"].items()}
 
 
-def record(section: str, keys: tuple[str, ...], figures: dict, command: str, *, complete: bool = True,
-           note: str | None = None, measured_by: dict | None = None, path: Path | None = None) -> dict:
+def record(
+    section: str,
+    keys: tuple[str, ...],
+    figures: dict,
+    command: str,
+    *,
+    complete: bool = True,
+    note: str | None = None,
+    measured_by: dict | None = None,
+    path: Path | None = None,
+) -> dict:
     """Replace the entry at ``results[section][keys[0]][keys[1]]...`` (the whole section when
     ``keys`` is empty) with ``{"figures": figures, "provenance": ...}``; return the entry."""
     results = load(path)
-    entry = {"figures": figures, "provenance": provenance(command, complete=complete, note=note, measured_by=measured_by)}
+    entry = {
+        "figures": figures,
+        "provenance": provenance(command, complete=complete, note=note, measured_by=measured_by),
+    }
     if not keys:
         results[section] = entry
     else:

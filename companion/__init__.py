@@ -1,8 +1,9 @@
 """Companion package of the book *Transfer learning for image classification*.
 
-Modules, one job each: :mod:`~companion.profiles`, :mod:`~companion.device`,
+Modules, one job each: :mod:`~companion.profiles`, :mod:`~companion.hardware`,
 :mod:`~companion.provenance`, :mod:`~companion.cnn_math`, :mod:`~companion.models`,
 :mod:`~companion.data`, :mod:`~companion.transfer`, :mod:`~companion.train`,
+:mod:`~companion.recipes`, :mod:`~companion.distributed`,
 :mod:`~companion.plots`, :mod:`~companion.cli`.
 """
 
@@ -11,8 +12,8 @@ import warnings
 # Libraries we import (timm, huggingface_hub) pull in tqdm.auto, which warns in notebooks without ipywidgets.
 warnings.filterwarnings("ignore", message="IProgress not found")
 
-from . import data, device, errors, models, profiles, provenance, train, transfer  # noqa: F401
-from .profiles import get_profile  # noqa: F401
+from . import data, errors, hardware, models, profiles, provenance, recipes, train, transfer  # noqa: E402, F401
+from .profiles import get_profile  # noqa: E402, F401
 
 __version__ = "0.1.0"
 
@@ -23,7 +24,7 @@ def start_chapter(seed: int = 0):
     Returns ``(profile, device)``.
     """
     profile = profiles.get_profile()
-    dev = device.choose_device()
-    device.seed_everything(seed)
-    print(provenance.header(profile, dev))
-    return profile, dev
+    device = hardware.choose_device()
+    hardware.seed_everything(seed)
+    print(provenance.header(profile, device))
+    return profile, device

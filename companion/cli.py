@@ -18,7 +18,11 @@ sources of data and weights).
 
 Modes: ``scratch`` trains the architecture from random weights; ``feature`` freezes the
 ImageNet-pretrained backbone, extracts its features once and trains a new linear head on them;
-``finetune`` trains the whole pretrained network, with smaller learning rates for lower stages.
+``finetune`` trains the new head alone for ``--head-epochs``, then the whole pretrained network
+with batch-norm statistics frozen and smaller learning rates for lower stages.
+
+Several GPUs (or CPU processes): ``torchrun --nproc_per_node=N -m companion train ...`` trains
+data-parallel (``--batch-size`` per process; see :mod:`companion.distributed`).
 
 Bad input (missing folder, no images, one class, unknown model, weights unavailable offline,
 an existing run without ``--resume``) ends with one line on stderr, ``error: ...``, and exit
@@ -36,8 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import data, models, provenance, train, transfer
-from . import device as dev
+from . import data, distributed, hardware, models, provenance, recipes, train, transfer
 from .errors import CompanionError, ImageFolderError
 
 MODES = ("scratch", "feature", "finetune")
@@ -66,7 +69,11 @@ def _prepare_run_dir(out: Path, config: dict, resume: bool) -> None:
                 f"{out} already holds a run. Fix: pass --resume to continue it, or choose another --out folder"
             )
         old = json.loads(config_path.read_text())
-        changed = [k for k in ("data_dir", "model", "mode", "classes", "image_size", "seed", "val_fraction") if old.get(k) != config.get(k)]
+        changed = [
+            k
+            for k in ("data_dir", "model", "mode", "classes", "image_size", "seed", "val_fraction")
+            if old.get(k) != config.get(k)
+        ]
         if changed:
             raise CompanionError(
                 f"cannot resume {out}: {', '.join(changed)} differ from the run there "
@@ -84,7 +91,9 @@ def _stratified_split(targets: list[int], val_fraction: float, seed: int) -> tup
     keeps at least one for training. (scikit-learn's stratified ``train_test_split`` allocates by
     overall proportion, so a small class can end up with no validation image at all.)"""
     if not 0 < val_fraction < 1:
-        raise CompanionError(f"--val-fraction must lie between 0 and 1, got {val_fraction}. Fix: e.g. --val-fraction 0.2")
+        raise CompanionError(
+            f"--val-fraction must lie between 0 and 1, got {val_fraction}. Fix: e.g. --val-fraction 0.2"
+        )
     rng, labels = np.random.default_rng(seed), np.asarray(targets)
     train_idx, val_idx = [], []
     for c in np.unique(labels):
@@ -128,7 +137,9 @@ def _check_model_and_mode(name: str, mode: str) -> None:
     if mode not in MODES:
         raise CompanionError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     if mode != "scratch" and models.spec(name).source == "companion":
-        raise CompanionError(f"{name} has no pretrained weights, so --mode {mode} is impossible. Fix: --mode scratch, or another --model")
+        raise CompanionError(
+            f"{name} has no pretrained weights, so --mode {mode} is impossible. Fix: --mode scratch, or another --model"
+        )
 
 
 def _transforms(name: str, size: int, augment: bool):
@@ -141,9 +152,18 @@ def _transforms(name: str, size: int, augment: bool):
 def _run_config(args: argparse.Namespace, root: Path, size: int, classes: list[str]) -> dict:
     """What was asked, as stored in ``RUN_DIR/config.json`` (``--resume`` compares against it)."""
     return {
-        "data_dir": str(root.resolve()), "model": args.model, "mode": args.mode, "classes": classes,
-        "image_size": size, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
-        "seed": args.seed, "val_fraction": args.val_fraction, "augment": args.augment,
+        "data_dir": str(root.resolve()),
+        "model": args.model,
+        "mode": args.mode,
+        "classes": classes,
+        "image_size": size,
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "val_fraction": args.val_fraction,
+        "augment": args.augment,
+        "head_epochs": args.head_epochs,
     }
 
 
@@ -158,57 +178,92 @@ def _loaders(args: argparse.Namespace, device: torch.device):
 
 def _fit_feature_head(args, splits, loader, device, checkpoint: Path):
     """Feature mode: the frozen pretrained backbone's features of every image, extracted once (eval
-    transform, dataset order), then a new linear head trained on them.
+    transform, dataset order), then a new linear head trained on them (:func:`recipes.train_probe`).
 
     Returns ``(model, head, history)``: the backbone with the trained head in place, the head alone
     (what was trained), and ``fit``'s history.
     """
     _, train_eval_ds, val_ds, classes = splits
     backbone = models.create(args.model, pretrained=True, num_classes=0).to(device)
-    x, y = transfer.extract_features(backbone, loader(train_eval_ds, False), device=device, progress=None)
-    xv, yv = transfer.extract_features(backbone, loader(val_ds, False), device=device, progress=None)
-    head = transfer.linear_probe(x.shape[1], len(classes))
-    history = train.fit(
-        head, transfer.feature_loader(x, y, args.batch_size, seed=args.seed),
-        transfer.feature_loader(xv, yv, 256, shuffle=False), epochs=args.epochs, lr=args.lr,
-        device=device, checkpoint=checkpoint, resume=args.resume,
+    features = transfer.extract_features(backbone, loader(train_eval_ds, False), device=device, progress=None)
+    val_features = transfer.extract_features(backbone, loader(val_ds, False), device=device, progress=None)
+    probe = recipes.train_probe(
+        features,
+        val_features,
+        num_classes=len(classes),
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=device,
+        checkpoint=checkpoint,
+        resume=args.resume,
+        verbose=True,
     )
     model = backbone.cpu()
     models.replace_head(model, args.model, len(classes))
-    transfer.load_probe_head(model, args.model, head)
-    return model, head, history
+    transfer.load_probe_head(model, args.model, probe.model)
+    return model, probe.model, probe.history
 
 
 def _fit_network(args, splits, loader, device, checkpoint: Path):
-    """Scratch mode (random weights) or finetune mode (pretrained weights, every parameter trained,
-    learning rates halving stage by stage from the head down). Returns ``(model, history)``."""
+    """Scratch mode (:func:`recipes.train_from_scratch`, random weights) or finetune mode
+    (:func:`recipes.fine_tune`: pretrained weights, ``--head-epochs`` of the new head alone, then
+    every stage with batch-norm statistics frozen and learning rates halving stage by stage from
+    the head down). Returns ``(model, history)``."""
     train_ds, _, val_ds, classes = splits
     model = models.create(args.model, pretrained=args.mode == "finetune", num_classes=len(classes))
-    optimizer = None
-    if args.mode == "finetune":
-        groups = transfer.discriminative_param_groups(model, args.model, lr=args.lr, decay=0.5)
-        optimizer = torch.optim.AdamW(groups)
-    history = train.fit(
-        model, loader(train_ds, True), loader(val_ds, False), epochs=args.epochs, lr=args.lr,
-        optimizer=optimizer, device=device, checkpoint=checkpoint, resume=args.resume,
+    common = dict(
+        epochs=args.epochs, lr=args.lr, seed=args.seed, device=device, checkpoint=checkpoint, resume=args.resume
     )
-    return model, history
+    if args.mode == "finetune":
+        result = recipes.fine_tune(
+            model,
+            args.model,
+            loader(train_ds, True),
+            loader(val_ds, False),
+            head_epochs=args.head_epochs,
+            decay=0.5,
+            **common,
+        )
+    else:
+        result = recipes.train_from_scratch(model, loader(train_ds, True), loader(val_ds, False), **common)
+    return model, result.history
 
 
 def train_command(args: argparse.Namespace) -> dict:
-    """``python -m companion train``: returns the metrics written to ``RUN_DIR/metrics.json``."""
-    name, mode = args.model, args.mode
-    _check_model_and_mode(name, mode)
+    """``python -m companion train``: returns the metrics written to ``RUN_DIR/metrics.json``.
+
+    Started by ``torchrun --nproc_per_node=N``, the N processes train one model data-parallel
+    (:mod:`companion.distributed`); ``--batch-size`` is then per process, and only the first
+    process prints and writes to ``RUN_DIR``."""
+    _check_model_and_mode(args.model, args.mode)
+    device = distributed.init_from_environment(hardware.choose_device(args.device))
+    try:
+        return _train(args, device)
+    finally:
+        distributed.shutdown()
+
+
+def _train(args: argparse.Namespace, device: torch.device) -> dict:
+    name, mode, main = args.model, args.mode, distributed.is_main()
+    if args.head_epochs < 0:
+        raise CompanionError(f"--head-epochs must be 0 or more, got {args.head_epochs}")
+    say = print if main else (lambda *_: None)
     root, out = Path(args.data_dir), Path(args.out)
-    device = dev.choose_device(args.device)
-    dev.seed_everything(args.seed)
+    hardware.seed_everything(args.seed)
     size = args.image_size or models.preprocessing(name).crop
     splits = _split_folder(root, args.val_fraction, args.seed, *_transforms(name, size, args.augment))
     train_ds, _, val_ds, classes = splits
     config = _run_config(args, root, size, classes)
-    _prepare_run_dir(out, config, args.resume)
-    print(f"{len(train_ds)} training / {len(val_ds)} validation images, {len(classes)} classes: {', '.join(classes)}")
-    print(f"model {name}, mode {mode}, {size} px, device {dev.describe(device)}")
+    if main:
+        _prepare_run_dir(out, config, args.resume)
+    distributed.barrier()
+    say(f"{len(train_ds)} training / {len(val_ds)} validation images, {len(classes)} classes: {', '.join(classes)}")
+    say(
+        f"model {name}, mode {mode}, {size} px, device {hardware.describe(device)}, "
+        f"{distributed.world_size()} process(es)"
+    )
     loader, checkpoint = _loaders(args, device), out / "checkpoint.pt"
     t0 = time.perf_counter()
     if mode == "feature":
@@ -217,16 +272,27 @@ def train_command(args: argparse.Namespace) -> dict:
         model, history = _fit_network(args, splits, loader, device, checkpoint)
         trained = model
     final = train.evaluate(model.to(device), loader(val_ds, False), device=device)
-    train.save_checkpoint(out / "model.pt", model, config=config)
     metrics = {
-        "val_accuracy": final["accuracy"], "val_loss": final["loss"], "val_images": final["n"],
-        "train_images": len(train_ds), "classes": classes, "model": name, "mode": mode,
+        "val_accuracy": final["accuracy"],
+        "val_loss": final["loss"],
+        "val_images": final["n"],
+        "train_images": len(train_ds),
+        "classes": classes,
+        "model": name,
+        "mode": mode,
         "trainable_parameters": transfer.trainable_parameters(trained),
-        "seconds": time.perf_counter() - t0, "history": history, "sources": provenance.sources(),
-        "device": dev.describe(device),
+        "seconds": time.perf_counter() - t0,
+        "history": history,
+        "sources": provenance.sources(),
+        "device": hardware.describe(device),
+        "processes": distributed.world_size(),
     }
-    write_json(out / "metrics.json", metrics)
-    print(f"validation accuracy {final['accuracy']:.3f} on {final['n']} images; model, checkpoint and metrics.json in {out}")
+    if main:
+        train.save_checkpoint(out / "model.pt", model, config=config)
+        write_json(out / "metrics.json", metrics)
+    say(
+        f"validation accuracy {final['accuracy']:.3f} on {final['n']} images; model, checkpoint and metrics.json in {out}"
+    )
     return metrics
 
 
@@ -269,7 +335,9 @@ def predict_command(args: argparse.Namespace) -> list[dict]:
         print(f"{image}: " + ", ".join(f"{c} {p:.3f}" for c, p in ranked))
         results.append({"image": str(image), "top": ranked})
     if failed:
-        raise CompanionError(f"{len(failed)} of {len(args.images)} images could not be read: {', '.join(map(str, failed))}")
+        raise CompanionError(
+            f"{len(failed)} of {len(args.images)} images could not be read: {', '.join(map(str, failed))}"
+        )
     return results
 
 
@@ -280,10 +348,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m companion", description="Transfer learning on your own images.")
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a classifier on a folder of class sub-folders")
-    t.add_argument("data_dir", help="folder with one sub-folder of images per class (or train/ and val/ folders of them)")
+    t.add_argument(
+        "data_dir", help="folder with one sub-folder of images per class (or train/ and val/ folders of them)"
+    )
     t.add_argument("--model", default="efficientnet_lite0", help=f"one of: {', '.join(models.names())}")
     t.add_argument("--mode", default="feature", help="scratch | feature (frozen backbone, new head) | finetune")
     t.add_argument("--epochs", type=int, default=10)
+    t.add_argument(
+        "--head-epochs",
+        type=int,
+        default=1,
+        help="finetune: epochs of training the new head alone before the backbone is unfrozen",
+    )
     t.add_argument("--out", required=True, help="run folder for config, checkpoint, model and metrics")
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--batch-size", type=int, default=32)

@@ -100,7 +100,9 @@ def conv2d_loops(
     return y
 
 
-def im2col(x: torch.Tensor, kernel_size: IntPair, stride: IntPair = 1, padding: IntPair = 0, pad_value: float = 0.0) -> torch.Tensor:
+def im2col(
+    x: torch.Tensor, kernel_size: IntPair, stride: IntPair = 1, padding: IntPair = 0, pad_value: float = 0.0
+) -> torch.Tensor:
     """All sliding windows of ``x``: ``(N, C, H, W)`` -> ``(N, C, H_out, W_out, k_h, k_w)`` (a strided view
     of the padded input; nothing is copied)."""
     (kh, kw), (sh, sw), (ph, pw) = _pair(kernel_size), _pair(stride), _pair(padding)
@@ -170,14 +172,18 @@ def conv2d_backward(
 # ----------------------------------------------------------------------------- pooling
 
 
-def max_pool2d(x: torch.Tensor, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0) -> torch.Tensor:
+def max_pool2d(
+    x: torch.Tensor, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0
+) -> torch.Tensor:
     """Max pooling: ``y[n, c, i, j] = max_{p, q} x_pad[n, c, i*s + p, j*s + q]`` with the padding
     set to -inf (it never wins). ``stride`` defaults to ``kernel_size``. Equal to ``F.max_pool2d``."""
     stride = kernel_size if stride is None else stride
     return im2col(x, kernel_size, stride, padding, pad_value=float("-inf")).amax(dim=(-2, -1))
 
 
-def avg_pool2d(x: torch.Tensor, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0) -> torch.Tensor:
+def avg_pool2d(
+    x: torch.Tensor, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0
+) -> torch.Tensor:
     """Average pooling: the mean of each ``k_h x k_w`` window, zero padding counted in the
     denominator (PyTorch's default ``count_include_pad=True``). Equal to ``F.avg_pool2d``."""
     stride = kernel_size if stride is None else stride

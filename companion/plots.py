@@ -9,7 +9,9 @@ import numpy as np
 import torch
 
 
-def learning_curves(histories: Mapping[str, Sequence[dict]], metric: str = "val_accuracy", ax=None, title: str | None = None):
+def learning_curves(
+    histories: Mapping[str, Sequence[dict]], metric: str = "val_accuracy", ax=None, title: str | None = None
+):
     """One line per run: ``metric`` per epoch from ``fit`` histories, keyed by run label."""
     ax = ax or plt.subplots(figsize=(6, 3.5))[1]
     for label, history in histories.items():
@@ -49,14 +51,22 @@ def image_grid(images: torch.Tensor, titles: Sequence[str] | None = None, ncols:
     return fig
 
 
-def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, classes: Sequence[str], ax=None, normalize: bool = True):
+def confusion_matrix(
+    labels: torch.Tensor, predictions: torch.Tensor, classes: Sequence[str], ax=None, normalize: bool = True
+):
     """Confusion matrix (rows: true class, columns: predicted), via scikit-learn."""
     from sklearn.metrics import ConfusionMatrixDisplay
 
     ax = ax or plt.subplots(figsize=(6.5, 6))[1]
     ConfusionMatrixDisplay.from_predictions(
-        labels.numpy(), predictions.numpy(), display_labels=list(classes), normalize="true" if normalize else None,
-        values_format=".2f" if normalize else "d", ax=ax, colorbar=False, xticks_rotation=45,
+        labels.numpy(),
+        predictions.numpy(),
+        display_labels=list(classes),
+        normalize="true" if normalize else None,
+        values_format=".2f" if normalize else "d",
+        ax=ax,
+        colorbar=False,
+        xticks_rotation=45,
     )
     return ax
 

@@ -40,8 +40,9 @@ class Profile:
             f"{per(self.test_per_class)} test images per class, {self.epochs} epochs, {self.image_size} px, batch {self.batch_size}"
         )
 
-    def check(self, claim: str, holds: bool, *, applies_in: tuple[str, ...] = ("smoke", "quick", "full"),
-              value: str = "") -> bool:
+    def check(
+        self, claim: str, holds: bool, *, applies_in: tuple[str, ...] = ("smoke", "quick", "full"), value: str = ""
+    ) -> bool:
         """Assert a claim of the text in the profiles where it applies, and say so either way.
 
         Some claims need the data, pixels and epochs of a larger profile to mean anything (a
@@ -57,48 +58,29 @@ class Profile:
         """
         applies = self.name in applies_in
         shown = f"{claim} ({value})" if value else claim
-        state = ("holds" if holds else "FAILS") if applies else f"not checked in {self.name!r} (applies in {', '.join(applies_in)})"
+        state = (
+            ("holds" if holds else "FAILS")
+            if applies
+            else f"not checked in {self.name!r} (applies in {', '.join(applies_in)})"
+        )
         print(f"[claim] {shown}: {state}")
         if applies and not holds:
             raise AssertionError(f"{shown} does not hold in the {self.name!r} profile")
         return holds
 
 
+# name, train / validation / test images per class, epochs, pixels, batch, label budgets, description
+_ROWS = [
+    ("smoke", 20, 10, 20, 3, 64, 50, (5, 20),
+     "CI and nbval: tiny real subsets, each chapter well under a minute on 2 CPU cores"),
+    ("quick", 50, 50, 100, 4, 96, 32, (10, 50),
+     "the default without CUDA (a laptop, Binder): each chapter in at most 10 minutes on 2 CPU cores, 50 "
+     "labelled real images per class at 96 px, enough to show and assert each chapter's lesson"),
+    ("full", None, 500, None, 15, 224, 128, (10, 50, 200, 1000), "a GPU: full datasets at full resolution"),
+]  # fmt: skip
 PROFILES: dict[str, Profile] = {
-    "smoke": Profile(
-        name="smoke",
-        val_per_class=10,
-        train_per_class=20,
-        test_per_class=20,
-        epochs=3,
-        image_size=64,
-        batch_size=50,
-        label_budgets=(5, 20),
-        description="CI and nbval: tiny real subsets, each chapter well under a minute on 2 CPU cores",
-    ),
-    "quick": Profile(
-        name="quick",
-        val_per_class=50,
-        train_per_class=50,
-        test_per_class=100,
-        epochs=4,
-        image_size=96,
-        batch_size=32,
-        label_budgets=(10, 50),
-        description="the default without CUDA (a laptop, Binder): each chapter in at most 10 minutes on 2 CPU "
-        "cores, 50 labelled real images per class at 96 px, enough to show and assert each chapter's lesson",
-    ),
-    "full": Profile(
-        name="full",
-        val_per_class=500,
-        train_per_class=None,
-        test_per_class=None,
-        epochs=15,
-        image_size=224,
-        batch_size=128,
-        label_budgets=(10, 50, 200, 1000),
-        description="a GPU: full datasets at full resolution",
-    ),
+    name: Profile(name, train, test, epochs, size, batch, budgets, about, val_per_class=val)
+    for name, train, val, test, epochs, size, batch, budgets, about in _ROWS
 }
 
 

@@ -43,17 +43,17 @@ def sources() -> dict[str, str]:
 
 def header(profile=None, device: torch.device | None = None) -> str:
     """The lines a chapter prints first: profile, device and library versions."""
-    from . import device as device_mod
+    from . import hardware
     from .profiles import get_profile
 
     profile = profile or get_profile()
-    device = device or device_mod.choose_device()
+    device = device or hardware.choose_device()
     import torchvision
 
     return "\n".join(
         [
             f"profile : {profile} ({profile.description})",
-            f"device  : {device_mod.describe(device)}",
+            f"device  : {hardware.describe(device)}",
             f"software: python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}",
         ]
     )

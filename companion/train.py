@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -27,8 +28,11 @@ try:  # notebook progress bars need ipywidgets; without it, plain text bars (and
 except ImportError:
     from tqdm.std import tqdm
 
-from . import device as dev
+from . import distributed, hardware
 from .errors import CheckpointError, TrainingDivergedError
+
+if TYPE_CHECKING:
+    import pandas
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -55,21 +59,25 @@ def keep_frozen_batchnorm_in_eval(model: nn.Module) -> None:
 
 
 def _forward_batches(
-    model: nn.Module, loader: Iterable[Batch], preprocess: Callable | None, device: torch.device,
-    desc: str, progress: bool | None,
+    model: nn.Module,
+    loader: Iterable[Batch],
+    preprocess: Callable | None,
+    device: torch.device,
+    desc: str,
+    progress: bool | None,
 ):
     """Yield ``(outputs, labels)`` for every batch, in inference mode."""
     if device.type == "cuda":
-        dev.prepare_model(model, device)  # channels-last, cuDNN benchmark
+        hardware.prepare_model(model, device)  # channels-last, cuDNN benchmark
     model.eval()
     if isinstance(preprocess, nn.Module):
         preprocess.to(device).eval()
-    bar = tqdm(loader, desc=desc, leave=False, disable=not _progress_enabled(progress))
-    with torch.inference_mode(), dev.autocast(device):
+    bar = tqdm(loader, desc=desc, leave=False, disable=not _progress_enabled(progress) or not distributed.is_main())
+    with torch.inference_mode(), hardware.autocast(device):
         for x, y in bar:
-            x, y = dev.to_device(x, device), y.to(device, non_blocking=True)
+            x, y = hardware.to_device(x, device), y.to(device, non_blocking=True)
             if preprocess is not None:
-                x = dev.to_device(preprocess(x), device)  # channels-last on CUDA
+                x = hardware.to_device(preprocess(x), device)  # channels-last on CUDA
             yield model(x).float(), y
 
 
@@ -92,8 +100,13 @@ def _model_device(model: nn.Module, device: torch.device | str | None) -> torch.
 
 
 def evaluate(
-    model: nn.Module, loader: Iterable[Batch], *, preprocess: Callable | None = None,
-    device: torch.device | str | None = None, loss_fn: Callable | None = None, progress: bool | None = False,
+    model: nn.Module,
+    loader: Iterable[Batch],
+    *,
+    preprocess: Callable | None = None,
+    device: torch.device | str | None = None,
+    loss_fn: Callable | None = None,
+    progress: bool | None = False,
     correct_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor | int] = count_correct,
 ) -> dict[str, float]:
     """Accuracy and mean cross-entropy of ``model`` over ``loader`` (always in eval mode).
@@ -117,25 +130,40 @@ def evaluate(
         loss_sum += loss_fn(out, y) * len(y)  # summed on the device: one sync, at the end
         correct += correct_fn(out, y)
         total += len(y)
+    total = torch.tensor(total, device=device)
+    distributed.all_reduce_sum(loss_sum, correct, total)  # under torchrun: over every process's shard
+    total = int(total)
     if total == 0:
         raise ValueError("evaluate() got an empty loader")
     return {"accuracy": int(correct) / total, "loss": float(loss_sum) / total, "n": total}
 
 
 def predict(
-    model: nn.Module, loader: Iterable[Batch], *, preprocess: Callable | None = None,
-    device: torch.device | str | None = None, progress: bool | None = False,
+    model: nn.Module,
+    loader: Iterable[Batch],
+    *,
+    preprocess: Callable | None = None,
+    device: torch.device | str | None = None,
+    progress: bool | None = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Class probabilities ``(N, K)`` and true labels ``(N,)`` for a whole loader, on the CPU."""
+    return _collect(model, loader, preprocess, device, progress, "predict", lambda logits: logits.softmax(1))
+
+
+def _collect(
+    model, loader, preprocess, device, progress, desc: str, per_batch: Callable
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``per_batch(outputs)`` for every batch and the labels, each concatenated on the CPU.
+    Under torchrun (an unshuffled loader, sharded) every process gets all rows, in dataset order."""
     device = _model_device(model, device)
-    probs, labels = [], []
-    for out, y in _forward_batches(model, loader, preprocess, device, "predict", progress):
-        probs.append(out.softmax(1).cpu())
+    outputs, labels = [], []
+    for out, y in _forward_batches(model, loader, preprocess, device, desc, progress):
+        outputs.append(per_batch(out).cpu())
         labels.append(y.cpu())
-    return torch.cat(probs), torch.cat(labels)
+    return distributed.gather_shards(torch.cat(outputs)), distributed.gather_shards(torch.cat(labels))
 
 
-def per_class_accuracy(probs: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> "pandas.DataFrame":
+def per_class_accuracy(probs: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> pandas.DataFrame:
     """Accuracy (recall), precision and support per class from probabilities ``(N, K)`` and
     labels ``(N,)`` (scikit-learn's ``precision_recall_fscore_support``), worst class first."""
     import pandas as pd
@@ -192,7 +220,9 @@ def save_checkpoint(path: str | Path, model: nn.Module, **state) -> Path:
         return atomic_write(path, lambda f: torch.save({"model": model.state_dict(), **state}, f))
     except OSError as exc:
         if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
-            raise CheckpointError(f"cannot write a checkpoint in {path.parent}: {exc}. Fix: choose a writable output folder") from exc
+            raise CheckpointError(
+                f"cannot write a checkpoint in {path.parent}: {exc}. Fix: choose a writable output folder"
+            ) from exc
         raise CheckpointError(
             f"writing checkpoint {path} failed ({exc}); the previous checkpoint, if any, is intact. "
             f"Fix: free disk space or choose another output folder"
@@ -226,19 +256,25 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None, *, strict:
     return ckpt
 
 
-def load_weights(model: nn.Module, state: dict[str, torch.Tensor], *, strict: bool = True, what: str = "state dict") -> None:
+def load_weights(
+    model: nn.Module, state: dict[str, torch.Tensor], *, strict: bool = True, what: str = "state dict"
+) -> None:
     """``model.load_state_dict(state)`` with an error that names what does not fit and how to fix it."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shapes = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in own.items() if k in state and state[k].shape != v.shape]
+    shapes = [
+        (k, tuple(state[k].shape), tuple(v.shape)) for k, v in own.items() if k in state and state[k].shape != v.shape
+    ]
     if shapes:
         k, theirs, ours = shapes[0]
         hint = ""
         if len(theirs) in (1, 2) and len(ours) == len(theirs) and theirs[1:] == ours[1:]:
-            hint = (f" It looks like a class-count mismatch: the checkpoint has {theirs[0]} classes, the model "
-                    f"{ours[0]}. Fix: create the model with num_classes={theirs[0]}, or leave the head out "
-                    f"(companion.transfer.transferable_state).")
+            hint = (
+                f" It looks like a class-count mismatch: the checkpoint has {theirs[0]} classes, the model "
+                f"{ours[0]}. Fix: create the model with num_classes={theirs[0]}, or leave the head out "
+                f"(companion.transfer.transferable_state)."
+            )
         raise CheckpointError(
             f"{what} does not fit the model: {len(shapes)} tensors differ in shape, first {k}: "
             f"{theirs} in the checkpoint vs {ours} in the model.{hint}"
@@ -286,10 +322,18 @@ class EarlyStopping:
 
 
 def train_one_epoch(
-    model: nn.Module, loader: Iterable[Batch], optimizer: torch.optim.Optimizer, *,
-    device: torch.device, loss_fn: Callable, correct_fn: Callable = count_correct,
-    preprocess: Callable | None = None, scaler: torch.amp.GradScaler | None = None,
-    use_amp: bool = False, forward: Callable | None = None, desc: str = "train",
+    model: nn.Module,
+    loader: Iterable[Batch],
+    optimizer: torch.optim.Optimizer,
+    *,
+    device: torch.device,
+    loss_fn: Callable,
+    correct_fn: Callable = count_correct,
+    preprocess: Callable | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    use_amp: bool = False,
+    forward: Callable | None = None,
+    desc: str = "train",
     progress: bool | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader`` (``(images (B, C, H, W), labels (B,))``), one optimiser step per batch.
@@ -308,17 +352,17 @@ def train_one_epoch(
     keep_frozen_batchnorm_in_eval(model)
     if isinstance(preprocess, nn.Module):
         preprocess.train()
-    seen, show = 0, _progress_enabled(progress)
+    seen, show = 0, _progress_enabled(progress) and distributed.is_main()
     loss_sum = torch.zeros((), device=device, dtype=_sum_dtype(device))
     correct = torch.zeros((), device=device, dtype=torch.long)
     first_bad = torch.full((), -1, device=device, dtype=torch.long)  # first non-finite batch
     bad_loss = torch.zeros((), device=device)  # and its loss
     bar = tqdm(loader, desc=desc, leave=False, disable=not show)
     for step, (x, y) in enumerate(bar):
-        x, y = dev.to_device(x, device), y.to(device, non_blocking=True)
+        x, y = hardware.to_device(x, device), y.to(device, non_blocking=True)
         if preprocess is not None:
-            x = dev.to_device(preprocess(x), device)  # channels-last on CUDA
-        with dev.autocast(device, use_amp):
+            x = hardware.to_device(preprocess(x), device)  # channels-last on CUDA
+        with hardware.autocast(device, use_amp):
             out = forward(x)
             loss = loss_fn(out.float(), y)
         newly_bad = (first_bad < 0) & ~torch.isfinite(loss)
@@ -337,13 +381,17 @@ def train_one_epoch(
         correct += correct_fn(out.detach(), y)
         if show and step % 10 == 0:
             bar.set_postfix(loss=f"{float(loss_sum) / seen:.3f}", acc=f"{int(correct) / seen:.3f}")
+    seen = torch.tensor(seen, device=device)
+    distributed.all_reduce_sum(loss_sum, correct, seen, bad_loss)  # under torchrun: over every process
+    distributed.all_reduce_max(first_bad)
     if int(first_bad) >= 0:
         raise TrainingDivergedError(
             f"loss became {float(bad_loss)} at batch {int(first_bad) + 1} of {desc}. Fix: lower the learning "
             f"rate (now {optimizer.param_groups[0]['lr']:.2g}), check the inputs for NaNs, or keep mixed "
             f"precision off (amp=False)."
         )
-    return {"train_loss": float(loss_sum) / max(seen, 1), "train_accuracy": int(correct) / max(seen, 1)}
+    seen = max(int(seen), 1)
+    return {"train_loss": float(loss_sum) / seen, "train_accuracy": int(correct) / seen}
 
 
 def _optimization(model, optimizer, scheduler, schedule, lr: float, epochs: int):
@@ -387,8 +435,10 @@ def _restore(ckpt: dict, optimizer, scheduler, scaler, stopper, train_loader) ->
 
 def _epoch_line(record: dict, epochs: int) -> str:
     val = f"  val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.3f}" if "val_loss" in record else ""
-    return (f"epoch {record['epoch']:>3}/{epochs}  train loss {record['train_loss']:.4f} "
-            f"acc {record['train_accuracy']:.3f}{val}  {record['seconds']:.1f}s")
+    return (
+        f"epoch {record['epoch']:>3}/{epochs}  train loss {record['train_loss']:.4f} "
+        f"acc {record['train_accuracy']:.3f}{val}  {record['seconds']:.1f}s"
+    )
 
 
 def fit(
@@ -422,75 +472,48 @@ def fit(
     Args:
         train_loader, val_loader: yield ``(images (B, C, H, W), labels (B,))``.
         optimizer: default AdamW over the trainable parameters with learning rate ``lr``.
-        scheduler: stepped once per epoch.
-        schedule: ``"cosine"`` anneals every group's learning rate to zero over ``epochs``
-            (``CosineAnnealingLR``); the usual choice for fine-tuning. Ignored when ``scheduler`` is given.
-        preprocess: batch transform applied on the device; put in train mode for training
-            batches (augmentation) and eval mode for validation.
+        scheduler, schedule: stepped once per epoch; or ``schedule="cosine"``, which anneals every
+            group's learning rate to zero over ``epochs`` (the usual choice for fine-tuning).
+        preprocess: batch transform on the device; train mode (augmentation) in training only.
         early_stopping: stop when validation loss has not improved for this many epochs and
             restore the best weights (:class:`EarlyStopping`).
         checkpoint: file to write after every epoch (atomic); with ``resume=True`` an existing
             one is loaded and training continues after its last epoch, to the same result.
         amp: mixed precision on CUDA (bf16, or fp16 with loss scaling).
-        compile: run the training forward pass through ``torch.compile`` (off by default: the
-            first epoch pays the compilation, which only long runs on a GPU win back).
-        epoch_end: called as ``epoch_end(epoch, model, optimizer)`` after each epoch (e.g.
-            gradual unfreezing).
+        compile: ``torch.compile`` the training forward pass (pays off on long GPU runs only).
+        epoch_end: ``epoch_end(epoch, model, optimizer)`` after each epoch (gradual unfreezing).
         loss_fn, correct_fn: the training loss (mean over the batch) and the count of correct
             predictions; override both for models whose output is not one set of logits
             (e.g. :class:`companion.transfer.MultiTaskNet`).
 
     Returns:
-        A list with a dict per epoch, holding ``epoch``, ``train_loss``, ``train_accuracy``,
-        ``val_loss`` and ``val_accuracy`` (with a validation loader), ``lr``, ``seconds``.
+        A dict per epoch: ``epoch``, ``train_loss``, ``train_accuracy``, ``lr``, ``seconds``, and
+        ``val_loss``, ``val_accuracy`` with a validation loader. Under torchrun see
+        :mod:`companion.distributed`.
 
     Raises:
         TrainingDivergedError: the loss became NaN or infinite (the last checkpoint is kept).
     """
-    device = torch.device(device) if device is not None else dev.choose_device()
-    model = dev.prepare_model(model, device)
-    if isinstance(preprocess, nn.Module):
-        preprocess.to(device)
+    device = torch.device(device) if device is not None else hardware.choose_device()
+    model = hardware.prepare_model(model, device)
     optimizer, scheduler = _optimization(model, optimizer, scheduler, schedule, lr, epochs)
-    loss_fn = loss_fn or nn.CrossEntropyLoss()
-    use_amp = amp and dev.amp_dtype(device) is not None
-    scaler = torch.amp.GradScaler(device.type) if use_amp and dev.needs_grad_scaler(device) else None
+    step = _step_settings(model, device, preprocess, loss_fn, correct_fn, amp, compile, progress)
     stopper = EarlyStopping(early_stopping) if early_stopping is not None and val_loader is not None else None
-    step = dict(device=device, loss_fn=loss_fn, correct_fn=correct_fn, preprocess=preprocess, scaler=scaler,
-                use_amp=use_amp, forward=torch.compile(model) if compile else model, progress=progress)
-    history: list[dict[str, float]] = []
-    if checkpoint is not None and resume and Path(checkpoint).exists():
-        ckpt = load_checkpoint(checkpoint, model)
-        _restore(ckpt, optimizer, scheduler, scaler, stopper, train_loader)
-        history, start = list(ckpt.get("history", [])), int(ckpt["epoch"]) + 1
-        if verbose:
-            print(f"resumed from {checkpoint} after epoch {start}")
-    else:
-        start = 0
+    parts = (optimizer, scheduler, step["scaler"], stopper, train_loader)
+    history, start = _resume_point(checkpoint if resume else None, model, parts, verbose)
+    verbose = verbose and distributed.is_main()
     for epoch in range(start, epochs):
-        t0 = time.perf_counter()
-        record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
-        try:
-            record.update(train_one_epoch(model, train_loader, optimizer, desc=f"epoch {epoch + 1}/{epochs}", **step))
-        except TrainingDivergedError as exc:
-            if checkpoint is None or not Path(checkpoint).exists():
-                raise
-            raise TrainingDivergedError(f"{exc} The last good checkpoint is {checkpoint}.") from None
+        record = _epoch(model, train_loader, val_loader, optimizer, epoch, epochs, checkpoint, step)
         if scheduler is not None:
             scheduler.step()
-        if val_loader is not None:
-            val = evaluate(model, val_loader, preprocess=preprocess, device=device, loss_fn=loss_fn, correct_fn=correct_fn)
-            record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
-        record["seconds"] = time.perf_counter() - t0
         history.append(record)
         if verbose:
             print(_epoch_line(record, epochs))
         stop = stopper is not None and stopper.update(record["val_loss"], model)  # the weights just evaluated
         if epoch_end is not None:
             epoch_end(epoch, model, optimizer)
-        if checkpoint is not None:
-            state = _training_state(optimizer, scheduler, scaler, stopper, train_loader)
-            save_checkpoint(checkpoint, model, epoch=epoch, history=history, **state)
+        if checkpoint is not None and distributed.is_main():
+            save_checkpoint(checkpoint, model, epoch=epoch, history=history, **_training_state(*parts))
         if stop:
             if verbose:
                 print(f"early stopping after epoch {epoch + 1}: no better validation loss for {stopper.stale} epochs")
@@ -498,3 +521,62 @@ def fit(
     if stopper is not None and stopper.best_weights is not None:
         model.load_state_dict(stopper.best_weights)
     return history
+
+
+def _step_settings(model, device, preprocess, loss_fn, correct_fn, amp: bool, compile: bool, progress) -> dict:
+    """The keyword arguments of :func:`train_one_epoch` for a run of :func:`fit`: mixed precision
+    where the device has it (with loss scaling for fp16), the forward pass wrapped in
+    ``DistributedDataParallel`` under torchrun and compiled on request."""
+    if isinstance(preprocess, nn.Module):
+        preprocess.to(device)
+    use_amp = amp and hardware.amp_dtype(device) is not None
+    scaler = torch.amp.GradScaler(device.type) if use_amp and hardware.needs_grad_scaler(device) else None
+    forward = distributed.wrap(model, device)
+    return dict(
+        device=device,
+        loss_fn=loss_fn or nn.CrossEntropyLoss(),
+        correct_fn=correct_fn,
+        preprocess=preprocess,
+        scaler=scaler,
+        use_amp=use_amp,
+        forward=torch.compile(forward) if compile else forward,
+        progress=progress,
+    )
+
+
+def _resume_point(checkpoint, model: nn.Module, parts: tuple, verbose: bool) -> tuple[list[dict], int]:
+    """``(history so far, first epoch to run)``: from ``checkpoint`` when it exists (its weights
+    and training state put back in place), else ``([], 0)``."""
+    if checkpoint is None or not Path(checkpoint).exists():
+        return [], 0
+    ckpt = load_checkpoint(checkpoint, model)
+    _restore(ckpt, *parts)
+    start = int(ckpt["epoch"]) + 1
+    if verbose and distributed.is_main():
+        print(f"resumed from {checkpoint} after epoch {start}")
+    return list(ckpt.get("history", [])), start
+
+
+def _epoch(model, train_loader, val_loader, optimizer, epoch: int, epochs: int, checkpoint, step: dict) -> dict:
+    """One epoch of :func:`fit`: train, then evaluate; returns the epoch's record (before the
+    schedule steps)."""
+    t0 = time.perf_counter()
+    record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
+    try:
+        record.update(train_one_epoch(model, train_loader, optimizer, desc=f"epoch {epoch + 1}/{epochs}", **step))
+    except TrainingDivergedError as exc:
+        if checkpoint is None or not Path(checkpoint).exists():
+            raise
+        raise TrainingDivergedError(f"{exc} The last good checkpoint is {checkpoint}.") from None
+    if val_loader is not None:
+        val = evaluate(
+            model,
+            val_loader,
+            preprocess=step["preprocess"],
+            device=step["device"],
+            loss_fn=step["loss_fn"],
+            correct_fn=step["correct_fn"],
+        )
+        record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+    record["seconds"] = time.perf_counter() - t0
+    return record

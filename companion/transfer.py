@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from . import device as dev
-from .train import _forward_batches, _model_device, atomic_write
+from . import distributed
+from .train import _collect, _forward_batches, _model_device, atomic_write
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -36,8 +36,12 @@ def under(name: str, prefixes: Iterable[str]) -> bool:
 
 
 def extract_features(
-    backbone: nn.Module, loader: Iterable[Batch], *, preprocess: Callable | None = None,
-    device: torch.device | str | None = None, progress: bool | None = False,
+    backbone: nn.Module,
+    loader: Iterable[Batch],
+    *,
+    preprocess: Callable | None = None,
+    device: torch.device | str | None = None,
+    progress: bool | None = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run a frozen ``backbone`` over a whole loader, in eval and inference mode.
 
@@ -48,14 +52,11 @@ def extract_features(
         preprocess: batch transform applied on the device before the backbone.
 
     Returns:
-        ``features (N, D)`` float32 and ``labels (N,)`` int64, on the CPU.
+        ``features (N, D)`` float32 and ``labels (N,)`` int64, on the CPU. Under torchrun each
+        process extracts its shard of an unshuffled loader, and every process gets all ``N`` rows
+        in dataset order.
     """
-    device = _model_device(backbone, device)
-    feats, labels = [], []
-    for out, y in _forward_batches(backbone, loader, preprocess, device, "features", progress):
-        feats.append(out.flatten(1).cpu())
-        labels.append(y.cpu())
-    return torch.cat(feats), torch.cat(labels)
+    return _collect(backbone, loader, preprocess, device, progress, "features", lambda out: out.flatten(1))
 
 
 def feature_loader(features: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool = True, seed: int = 0):
@@ -72,7 +73,9 @@ def linear_probe(in_features: int, num_classes: int, hidden: int | None = None, 
     """
     if hidden is None:
         return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, num_classes))
-    return nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+    return nn.Sequential(
+        nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, num_classes)
+    )
 
 
 def load_probe_head(model: nn.Module, name: str, probe: nn.Module) -> nn.Module:
@@ -131,10 +134,7 @@ def transferable_state(
     not under a prefix in ``exclude`` (e.g. the head). Load the result with
     ``target.load_state_dict(state, strict=False)``."""
     own = target.state_dict()
-    return {
-        k: v for k, v in source.items()
-        if k in own and own[k].shape == v.shape and not under(k, exclude)
-    }
+    return {k: v for k, v in source.items() if k in own and own[k].shape == v.shape and not under(k, exclude)}
 
 
 def _stage_prefixes(name: str, which: Sequence[int]) -> tuple[str, ...]:
@@ -171,7 +171,14 @@ def discriminative_param_groups(
         params = [p for n, p in model.named_parameters() if p.requires_grad and under(n, stage)]
         taken.update(id(p) for p in params)
         if params:
-            groups.append({"params": params, "lr": lr * decay**depth, "weight_decay": weight_decay, "stage": len(all_stages) - depth})
+            groups.append(
+                {
+                    "params": params,
+                    "lr": lr * decay**depth,
+                    "weight_decay": weight_decay,
+                    "stage": len(all_stages) - depth,
+                }
+            )
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in taken]
     groups.insert(0, {"params": rest, "lr": lr, "weight_decay": weight_decay, "stage": "head"})
     return groups
@@ -214,7 +221,9 @@ def _fingerprint(*parts) -> str:
         elif isinstance(part, nn.Module):
             for k, v in part.state_dict().items():
                 h.update(k.encode())
-                h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+                h.update(
+                    v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b""
+                )
             h.update(repr(part).encode())
         else:
             h.update(repr(part).encode())
@@ -225,8 +234,13 @@ _MEMORY_CACHE: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
 def cached_features(
-    backbone: nn.Module, dataset, *, preprocess: Callable | None = None, batch_size: int = 256,
-    device: torch.device | str | None = None, cache_dir: str | None = None,
+    backbone: nn.Module,
+    dataset,
+    *,
+    preprocess: Callable | None = None,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+    cache_dir: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`extract_features` over an in-memory dataset, computed once and then reused.
 
@@ -251,8 +265,11 @@ def cached_features(
         result = (stored["features"], stored["labels"])
     else:
         device = torch.device(device) if device is not None else _model_device(backbone, None)
-        result = extract_features(backbone, make_loader(dataset, batch_size, device=device), preprocess=preprocess, device=device)
-        atomic_write(path, lambda f: torch.save({"features": result[0], "labels": result[1]}, f))
+        result = extract_features(
+            backbone, make_loader(dataset, batch_size, device=device), preprocess=preprocess, device=device
+        )
+        if distributed.is_main():
+            atomic_write(path, lambda f: torch.save({"features": result[0], "labels": result[1]}, f))
     _MEMORY_CACHE[key] = result
     return result
 
@@ -322,7 +339,9 @@ class MultiTaskNet(nn.Module):
     column per task, in the order of ``tasks``).
     """
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, tasks: dict[str, int], weights: dict[str, float] | None = None) -> None:
+    def __init__(
+        self, backbone: nn.Module, feature_dim: int, tasks: dict[str, int], weights: dict[str, float] | None = None
+    ) -> None:
         super().__init__()
         if not tasks:
             raise ValueError("MultiTaskNet needs at least one task, e.g. tasks={'category': 10}")
@@ -360,8 +379,9 @@ class MultiTaskNet(nn.Module):
         hits = [out.argmax(1) == labels[:, i] for i, out in enumerate(self.split(logits).values())]
         return int(torch.stack(hits).all(0).sum())
 
-    def task_accuracy(self, loader: Iterable[Batch], *, preprocess: Callable | None = None,
-                      device: torch.device | str | None = None) -> dict[str, float]:
+    def task_accuracy(
+        self, loader: Iterable[Batch], *, preprocess: Callable | None = None, device: torch.device | str | None = None
+    ) -> dict[str, float]:
         """Accuracy of each task's head over ``loader`` (labels ``(B, number of tasks)``)."""
         device = _model_device(self, device)
         hits = {t: 0 for t in self.tasks}

@@ -1,9 +1,9 @@
 """``python -m edition``: the reference edition from the command line.
 
-    python -m edition run [CHAPTER ...] [--profile NAME] [--timeout S]   (make reference)
-    python -m edition run --stale                                        (make reference-stale)
-    python -m edition status                                             (make reference-status)
-    python -m edition times                      (README's table of measured chapter times)
+python -m edition run [CHAPTER ...] [--profile NAME] [--timeout S]   (make reference)
+python -m edition run --stale                                        (make reference-stale)
+python -m edition status                                             (make reference-status)
+python -m edition times                      (README's table of measured chapter times)
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run_p = sub.add_parser("run", help="execute chapters and store them as the reference edition")
     run_p.add_argument("chapters", nargs="*", help="chapter ids (default: all), e.g. three_modes")
-    run_p.add_argument("--profile", help="smoke, quick or full (default: TLBOOK_PROFILE, else full on CUDA, quick elsewhere)")
+    run_p.add_argument(
+        "--profile", help="smoke, quick or full (default: TLBOOK_PROFILE, else full on CUDA, quick elsewhere)"
+    )
     run_p.add_argument("--stale", action="store_true", help="only the chapters without a fresh reference")
     run_p.add_argument("--timeout", type=int, default=1800, help="seconds one cell may take (default 1800)")
     sub.add_parser("status", help="fresh, stale or missing, for every chapter")

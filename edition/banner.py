@@ -45,7 +45,10 @@ def reference_header(prov: dict, changed_companion: tuple[str, ...] = ()) -> str
     if is_full_size(prov):
         title, kind = f"Outputs on this page: the reference run on {_where(prov)}", "tip"
     else:
-        title, kind = f"Outputs on this page: a `{prov['profile']}` run on {'a GPU' if prov['gpu'] else 'a CPU'}", "warning"
+        title, kind = (
+            f"Outputs on this page: a `{prov['profile']}` run on {'a GPU' if prov['gpu'] else 'a CPU'}",
+            "warning",
+        )
         lines.append(
             "These numbers come from a smaller run, not the book's full-size results: "
             "the full GPU run of this version of the chapter is pending."

@@ -26,11 +26,19 @@ CELL = re.compile(r"(^```\{code-cell\}[^\n]*\n)((?::[^\n]*\n)*)(.*?)(^```[ \t]*$
 def ruff_format(code: str) -> str:
     """``code`` as ruff formats it at :data:`WIDTH` columns (the package's style)."""
     cell = {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": code}
-    notebook = {"cells": [cell], "metadata": {"language_info": {"name": "python"}}, "nbformat": 4,
-                "nbformat_minor": 5}
+    notebook = {"cells": [cell], "metadata": {"language_info": {"name": "python"}}, "nbformat": 4, "nbformat_minor": 5}
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "ruff"), "format", f"--line-length={WIDTH}", "--stdin-filename=cell.ipynb", "-"],
-        input=json.dumps(notebook), capture_output=True, text=True, check=False,
+        [
+            str(Path(sys.executable).parent / "ruff"),
+            "format",
+            f"--line-length={WIDTH}",
+            "--stdin-filename=cell.ipynb",
+            "-",
+        ],
+        input=json.dumps(notebook),
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         raise ValueError(done.stderr.strip())

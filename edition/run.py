@@ -20,8 +20,8 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 from . import store
-from .times import update_readme
 from .chapters import BOOK, ROOT, chapter_id, code_fingerprint, code_sources, read_notebook
+from .times import update_readme
 
 FAILED_DIR = ROOT / "_build" / "reference-failed"
 
@@ -33,8 +33,8 @@ class ChapterFailed(Exception):
 # Run in the chapter's own kernel after its last cell, then removed: the kernel reports what it ran on.
 _PROBE = """\
 import json, platform, torch, torchvision, companion
-_p, _d = companion.get_profile(), companion.device.choose_device()
-print(json.dumps({"profile": _p.name, "profile_summary": str(_p), "device": companion.device.describe(_d),
+_p, _d = companion.get_profile(), companion.hardware.choose_device()
+print(json.dumps({"profile": _p.name, "profile_summary": str(_p), "device": companion.hardware.describe(_d),
                   "gpu": torch.cuda.get_device_name(_d) if _d.type == "cuda" else None,
                   "torch": torch.__version__, "torchvision": torchvision.__version__,
                   "python": platform.python_version()}))"""
@@ -73,7 +73,9 @@ def execute(md: Path, profile: str, timeout: int) -> tuple[nbformat.NotebookNode
     nb = read_notebook(md)
     nb.cells.append(nbformat.v4.new_code_cell(_PROBE))
     env = {**os.environ, "TLBOOK_PROFILE": profile, "TLBOOK_PROGRESS": "0"}
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(md.parent)}})
+    client = NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(md.parent)}}
+    )
     start = time.perf_counter()
     try:
         client.execute(env=env)
@@ -107,9 +109,14 @@ def provenance(md: Path, nb: nbformat.NotebookNode, reported: dict, seconds: flo
 
 def claims(nb: nbformat.NotebookNode) -> list[str]:
     """The chapter's ``[claim]`` lines (:meth:`companion.profiles.Profile.check`), in order, without the tag."""
-    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-                   if o.get("output_type") == "stream")
-    return [line[len("[claim] "):] for line in text.splitlines() if line.startswith("[claim] ")]
+    text = "".join(
+        o.get("text", "")
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "stream"
+    )
+    return [line[len("[claim] ") :] for line in text.splitlines() if line.startswith("[claim] ")]
 
 
 def record_seconds(prov: dict) -> None:
@@ -119,10 +126,17 @@ def record_seconds(prov: dict) -> None:
     where = f"{prov['profile']} on {prov['gpu'] or 'CPU'} ({prov['cpu_count']} cores)"
     command = f"python -m edition run --profile {prov['profile']} {prov['chapter']}"
     commit = prov["commit"] and prov["commit"][:7] + ("+dirty" if prov["dirty"] else "")
-    measured_by = {"device": prov["device"], "date": prov["date"], "cores": prov["cpu_count"],
-                   "torch": prov["torch"], "torchvision": prov["torchvision"], "commit": commit}
-    results_io.record("reference_seconds", (where, prov["chapter"]), {"seconds": prov["seconds"]}, command,
-                      measured_by=measured_by)
+    measured_by = {
+        "device": prov["device"],
+        "date": prov["date"],
+        "cores": prov["cpu_count"],
+        "torch": prov["torch"],
+        "torchvision": prov["torchvision"],
+        "commit": commit,
+    }
+    results_io.record(
+        "reference_seconds", (where, prov["chapter"]), {"seconds": prov["seconds"]}, command, measured_by=measured_by
+    )
 
 
 def run_chapter(

@@ -79,7 +79,9 @@ def on_source_read(app: Sphinx, docname: str, source: list[str]) -> None:
     if status is None:
         return
     if status.fresh:
-        text = banner.insert_under_title(source[0], banner.reference_header(status.provenance, status.changed_companion))
+        text = banner.insert_under_title(
+            source[0], banner.reference_header(status.provenance, status.changed_companion)
+        )
         _prime_cache(app, docname, text, status)
     else:
         from companion.errors import ProfileError

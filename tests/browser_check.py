@@ -14,9 +14,9 @@ printed with its page).
 from __future__ import annotations
 
 import base64
-import re
 import functools
 import http.server
+import re
 import shutil
 import subprocess
 import sys
@@ -28,9 +28,18 @@ from urllib.parse import unquote, urljoin, urlparse
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
-    "--disable-background-networking", "--disable-component-update", "--disable-default-apps",
-    "--hide-scrollbars", "--window-size=1280,2000", "--virtual-time-budget=8000",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-default-apps",
+    "--hide-scrollbars",
+    "--window-size=1280,2000",
+    "--virtual-time-budget=8000",
 ]
 ERROR_MARKERS = ("Traceback (most recent call last)", "output traceback", "output error")
 
@@ -81,8 +90,9 @@ def _serve(site: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
 
 
 def _chromium(binary: str, profile: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def _local_file(site: Path, base: str, url: str, page_url: str) -> tuple[Path | None, str]:
@@ -91,7 +101,7 @@ def _local_file(site: Path, base: str, url: str, page_url: str) -> tuple[Path | 
     parsed = urlparse(full)
     if not full.startswith(base):
         return None, ""
-    path = unquote(parsed.path)[len(urlparse(base).path):]
+    path = unquote(parsed.path)[len(urlparse(base).path) :]
     target = site / path
     if target.is_dir():
         target = target / "index.html"

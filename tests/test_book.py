@@ -34,9 +34,12 @@ def test_every_chapter_calls_start_chapter_first_and_contains_asserts():
     assert len(found) >= 1
     for md in found:
         code = [c.source for c in jupytext.read(md).cells if c.cell_type == "code"]
-        assert "companion.start_chapter(" in code[0], f"{md.name}: the first code cell must call companion.start_chapter()"
-        assert any(line.lstrip().startswith("assert ") for cell in code for line in cell.splitlines()), \
+        assert "companion.start_chapter(" in code[0], (
+            f"{md.name}: the first code cell must call companion.start_chapter()"
+        )
+        assert any(line.lstrip().startswith("assert ") for cell in code for line in cell.splitlines()), (
             f"{md.name} asserts none of its claims"
+        )
 
 
 def test_stored_runs_print_profile_device_and_sources_first():
@@ -52,7 +55,9 @@ def test_stored_runs_print_profile_device_and_sources_first():
         assert outputs[0].startswith("profile : profile '" + prov["profile"] + "'"), path.name
         assert "device  : " + prov["device"] in outputs[0], path.name
         if path.stem != "performance":  # the appendix loads no dataset or weights
-            assert any(line.startswith(("[data] ", "[weights] ")) for out in outputs for line in out.splitlines()), path.name
+            assert any(line.startswith(("[data] ", "[weights] ")) for out in outputs for line in out.splitlines()), (
+                path.name
+            )
 
 
 def test_chapter_code_is_formatted_and_fits_the_page():
@@ -63,7 +68,9 @@ def test_chapter_code_is_formatted_and_fits_the_page():
 
     for md in chapters():
         text, changed = format_chapters.format_chapter(md)
-        assert changed == 0, f"{md.name}: {changed} code cells are not ruff-formatted; run python -m edition.format_chapters"
+        assert changed == 0, (
+            f"{md.name}: {changed} code cells are not ruff-formatted; run python -m edition.format_chapters"
+        )
         assert format_chapters.wide_lines(text) == [], f"{md.name}: code lines wider than 88 columns"
 
 

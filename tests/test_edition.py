@@ -121,15 +121,25 @@ def test_an_unreadable_reference_is_a_clear_error(stored, tmp_path, content, exp
 
 
 def test_headers_say_what_ran_where():
-    prov = {"profile": "quick", "profile_summary": "profile 'quick': 100 train", "device": "cpu (x86_64, 2 threads), fp32",
-            "gpu": None, "torch": "2.14.1", "commit": "0123456789abcdef", "dirty": False,
-            "date": "2026-11-23T15:00:00+00:00", "seconds": 312.4}
+    prov = {
+        "profile": "quick",
+        "profile_summary": "profile 'quick': 100 train",
+        "device": "cpu (x86_64, 2 threads), fp32",
+        "gpu": None,
+        "torch": "2.14.1",
+        "commit": "0123456789abcdef",
+        "dirty": False,
+        "date": "2026-11-23T15:00:00+00:00",
+        "seconds": 312.4,
+    }
     cpu = banner.reference_header(prov)
     assert "`quick` run on a CPU" in cpu and "pending" in cpu and "5 min 12 s" in cpu and "0123456789" in cpu
     assert banner.CSS_CLASS in cpu and ":class: warning" in cpu
     gpu = banner.reference_header(dict(prov, profile="full", gpu="NVIDIA H100", device="cuda:0 (NVIDIA H100)"))
     assert "reference run on NVIDIA H100" in gpu and "pending" not in gpu and ":class: tip" in gpu
-    claims = banner.reference_header(dict(prov, claims=["probe >= 0.85 (0.812): not checked in 'quick' (applies in full)"]))
+    claims = banner.reference_header(
+        dict(prov, claims=["probe >= 0.85 (0.812): not checked in 'quick' (applies in full)"])
+    )
     assert "Claims of the text checked by this run: probe >= 0.85 (0.812): not checked in 'quick'" in claims
 
 
@@ -168,7 +178,9 @@ def _build(root: Path) -> str:
     (root / "_toc.yml").write_text("format: jb-book\nroot: book/tiny\n")
     done = subprocess.run(
         [str(Path(sys.executable).parent / "jupyter-book"), "build", str(root), "-W", "-n", "--keep-going"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return (root / "_build" / "html" / "book" / "tiny.html").read_text()
@@ -201,7 +213,10 @@ def test_results_json_keeps_reference_times_per_profile_and_device(stored, monke
     saved = json.loads((tmp_path / "results.json").read_text())["reference_seconds"]
     assert list(saved) == ["smoke on CPU (2 cores)"]
     chapters_seen = saved["smoke on CPU (2 cores)"]
-    assert chapters_seen["tiny"]["figures"] == {"seconds": prov["seconds"]} and chapters_seen["other"]["figures"]["seconds"] == 3.0
+    assert (
+        chapters_seen["tiny"]["figures"] == {"seconds": prov["seconds"]}
+        and chapters_seen["other"]["figures"]["seconds"] == 3.0
+    )
     assert chapters_seen["other"]["provenance"]["command"] == "python -m edition run --profile smoke other"
     assert chapters_seen["tiny"]["provenance"]["device"] == prov["device"]
     assert chapters_seen["tiny"]["provenance"]["date"] == prov["date"]  # the run's own, not the time of writing
@@ -217,9 +232,12 @@ def test_readme_chapter_times_are_the_measured_ones():
 
 
 def test_times_table_layout():
-    results = {"benchmarks": {"book_smoke": {"figures": {"book_smoke_seconds_per_chapter": {"a": 61.0}},
-                                             "provenance": {"cores": 2}}},
-               "reference_seconds": {"full on NVIDIA H100 (16 cores)": {"b": {"figures": {"seconds": 300.4}}}}}
+    results = {
+        "benchmarks": {
+            "book_smoke": {"figures": {"book_smoke_seconds_per_chapter": {"a": 61.0}}, "provenance": {"cores": 2}}
+        },
+        "reference_seconds": {"full on NVIDIA H100 (16 cores)": {"b": {"figures": {"seconds": 300.4}}}},
+    }
     assert times.table(results).splitlines() == [
         "| chapter | smoke, CPU (2 cores) | full, NVIDIA H100 (16 cores) |",
         "| --- | ---: | ---: |",
@@ -231,7 +249,9 @@ def test_times_table_layout():
 def test_a_failing_chapter_stores_nothing_and_keeps_its_partial_run(tmp_path, monkeypatch):
     book = tmp_path / "book"
     book.mkdir()
-    (book / "broken.md").write_text(CHAPTER.replace('print("answer", 6 * 7)', 'print("before")\nassert 6 * 7 == 43, "arithmetic"'))
+    (book / "broken.md").write_text(
+        CHAPTER.replace('print("answer", 6 * 7)', 'print("before")\nassert 6 * 7 == 43, "arithmetic"')
+    )
     monkeypatch.setattr(run, "FAILED_DIR", tmp_path / "failed")
     with pytest.raises(run.ChapterFailed, match="arithmetic.*outputs so far are in"):
         run.run_chapter(book / "broken.md", "smoke", timeout=120, reference_dir=book / "_reference", book=book)

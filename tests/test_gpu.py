@@ -10,7 +10,7 @@ import contextlib
 import pytest
 import torch
 
-from companion import data, device as dev, models, train
+from companion import data, hardware, models, train
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 CUDA = torch.device("cuda")
@@ -40,9 +40,9 @@ def test_autocast_logits_match_fp32():
     model = models.create("efficientnet_lite0", pretrained=True, num_classes=None).to(CUDA).eval()
     with torch.inference_mode(), _ieee_fp32():
         fp32 = model(x).float()
-        with dev.autocast(CUDA):
+        with hardware.autocast(CUDA):
             mixed = model(x).float()
-    assert dev.amp_dtype(CUDA) in (torch.bfloat16, torch.float16)
+    assert hardware.amp_dtype(CUDA) in (torch.bfloat16, torch.float16)
     assert torch.equal(mixed.argmax(1), fp32.argmax(1))
     assert (mixed - fp32).norm() / fp32.norm() < 0.05
     assert torch.allclose(mixed.softmax(1), fp32.softmax(1), atol=0.05)
@@ -55,9 +55,9 @@ def test_channels_last_gives_the_same_outputs():
     x = torch.randn(8, 3, 64, 64)
     with torch.no_grad():
         reference = model(x)
-    prepared = dev.prepare_model(model, CUDA)  # channels-last, cuDNN benchmark, TF32 on
+    prepared = hardware.prepare_model(model, CUDA)  # channels-last, cuDNN benchmark, TF32 on
     with torch.no_grad(), _ieee_fp32():
-        out = prepared(dev.to_device(x, CUDA)).cpu()
+        out = prepared(hardware.to_device(x, CUDA)).cpu()
     conv = prepared.conv1.weight
     assert conv.is_contiguous(memory_format=torch.channels_last) and torch.backends.cudnn.benchmark
     assert torch.allclose(out, reference, atol=1e-3, rtol=1e-3)
@@ -77,12 +77,19 @@ def test_gpu_resident_loader_equals_cpu_loader(fashion_small):
 
 def test_fit_with_amp_on_gpu_learns(fashion_small):
     train_set, test_set = fashion_small
-    dev.seed_everything(0)
+    hardware.seed_everything(0)
     model = models.create("efficientnet_lite0", pretrained=True, num_classes=10)
     prep = data.BatchTransform.for_model("efficientnet_lite0", size=64)
-    history = train.fit(model, data.make_loader(train_set, 50, shuffle=True, device=CUDA),
-                        data.make_loader(test_set, 100, device=CUDA), epochs=3, lr=1e-3, preprocess=prep,
-                        device=CUDA, verbose=False)
+    history = train.fit(
+        model,
+        data.make_loader(train_set, 50, shuffle=True, device=CUDA),
+        data.make_loader(test_set, 100, device=CUDA),
+        epochs=3,
+        lr=1e-3,
+        preprocess=prep,
+        device=CUDA,
+        verbose=False,
+    )
     assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in history)
     assert history[-1]["val_accuracy"] > 0.4
 
@@ -99,8 +106,17 @@ def test_fit_compiled_matches_the_plain_forward(fashion_small):
         torch.manual_seed(0)
         model = models.SimpleCNN(num_classes=10, in_channels=1, dropout=0.0)
         with _ieee_fp32():
-            history = train.fit(model, data.make_loader(train_set, 50, shuffle=True, seed=1, device=CUDA), epochs=2,
-                                lr=1e-3, preprocess=prep, device=CUDA, verbose=False, compile=compiled, amp=False)
+            history = train.fit(
+                model,
+                data.make_loader(train_set, 50, shuffle=True, seed=1, device=CUDA),
+                epochs=2,
+                lr=1e-3,
+                preprocess=prep,
+                device=CUDA,
+                verbose=False,
+                compile=compiled,
+                amp=False,
+            )
         runs.append((model, history))
     (plain, plain_history), (compiled, compiled_history) = runs
     for a, b in zip(plain_history, compiled_history):

@@ -16,12 +16,16 @@ PUBLISHED = {
 }
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "vgg16" else n for n in sorted(PUBLISHED)])
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "vgg16" else n for n in sorted(PUBLISHED)]
+)
 def test_architectures_and_heads(name):
     model = models.create(name)
     assert models.count_parameters(model) == PUBLISHED[name]
     dim = models.spec(name).feature_dim
-    assert models.count_parameters(models.create(name, num_classes=7)) == PUBLISHED[name] - 1000 * (dim + 1) + 7 * (dim + 1)
+    assert models.count_parameters(models.create(name, num_classes=7)) == PUBLISHED[name] - 1000 * (dim + 1) + 7 * (
+        dim + 1
+    )
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "efficientnet_lite0", "simple_cnn"])
@@ -38,7 +42,9 @@ def test_forward_shapes(name, in_channels):
 
 def test_wrong_channel_count_is_a_clear_error():
     model = models.create("resnet18", num_classes=3).eval()
-    with pytest.raises(InputShapeError, match=r"expects images of shape \(N, 3, H, W\), got \(2, 1, 32, 32\).*in_channels=1"):
+    with pytest.raises(
+        InputShapeError, match=r"expects images of shape \(N, 3, H, W\), got \(2, 1, 32, 32\).*in_channels=1"
+    ):
         model(torch.randn(2, 1, 32, 32))
 
 
@@ -76,7 +82,11 @@ def test_eval_transform_shapes():
 
 @pytest.mark.parametrize(
     "photo,expected",
-    [("chelsea", {"tabby", "tiger cat", "Egyptian cat"}), ("coffee", {"espresso", "cup"}), ("rocket", {"missile", "projectile"})],
+    [
+        ("chelsea", {"tabby", "tiger cat", "Egyptian cat"}),
+        ("coffee", {"espresso", "cup"}),
+        ("rocket", {"missile", "projectile"}),
+    ],
 )
 def test_offline_pretrained_network_recognises_real_photos(photo, expected):
     """The offline ImageNet weights really are trained: real photos get the right classes."""
@@ -116,7 +126,9 @@ def test_preprocessing_equals_the_weights_own_transforms():
     for name in ("alexnet", "vgg16", "resnet18", "resnet50", "mobilenet_v2"):
         t = torchvision.models.get_model_weights(name).DEFAULT.transforms()
         p = models.preprocessing(name)
-        assert (p.resize, p.crop, p.mean, p.std) == (t.resize_size[0], t.crop_size[0], tuple(t.mean), tuple(t.std)), name
+        assert (p.resize, p.crop, p.mean, p.std) == (t.resize_size[0], t.crop_size[0], tuple(t.mean), tuple(t.std)), (
+            name
+        )
     cfg = timm.create_model("tf_efficientnet_lite0", pretrained=False).pretrained_cfg
     p = models.preprocessing("efficientnet_lite0")
     assert (p.mean, p.std, p.crop) == (tuple(cfg["mean"]), tuple(cfg["std"]), cfg["input_size"][-1])
@@ -139,8 +151,17 @@ def test_eval_and_train_transforms_are_built_exactly():
     assert tuple(normalize.mean) == models.IMAGENET_MEAN and tuple(normalize.std) == models.IMAGENET_STD
 
 
-@pytest.mark.parametrize("name", ["alexnet", "resnet18", "mobilenet_v2", "efficientnet_lite0", "simple_cnn",
-                                  pytest.param("vgg16", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "alexnet",
+        "resnet18",
+        "mobilenet_v2",
+        "efficientnet_lite0",
+        "simple_cnn",
+        pytest.param("vgg16", marks=pytest.mark.slow),
+    ],
+)
 def test_heads_sit_where_the_spec_says(name):
     model = models.create(name, num_classes=0)
     assert isinstance(model.get_submodule(models.spec(name).head), torch.nn.Identity)
@@ -183,7 +204,15 @@ def test_weights_availability_offline(monkeypatch):
 
 
 def test_names_and_categories():
-    assert models.names() == ["alexnet", "vgg16", "resnet18", "resnet50", "mobilenet_v2", "efficientnet_lite0", "simple_cnn"]
+    assert models.names() == [
+        "alexnet",
+        "vgg16",
+        "resnet18",
+        "resnet50",
+        "mobilenet_v2",
+        "efficientnet_lite0",
+        "simple_cnn",
+    ]
     categories = models.imagenet_categories()
     assert len(categories) == 1000 and categories[0] == "tench" and categories[281] == "tabby"
     assert models.count_parameters(torch.nn.Linear(3, 2)) == 8
@@ -207,7 +236,9 @@ def test_other_channel_counts_keep_what_the_stem_learned():
     stem = models.create("resnet18", num_classes=5)
     original = stem.conv1.weight.detach().clone()
     adapted = models.adapt_input_channels(stem, "resnet18", 4).conv1
-    assert torch.allclose(adapted.weight[:, :3], original * 3 / 4) and torch.allclose(adapted.weight[:, 3], original[:, 0] * 3 / 4)
+    assert torch.allclose(adapted.weight[:, :3], original * 3 / 4) and torch.allclose(
+        adapted.weight[:, 3], original[:, 0] * 3 / 4
+    )
     grey = models.adapt_input_channels(models.create("resnet18", num_classes=5), "resnet18", 1).conv1
     assert (grey.stride, grey.padding, grey.kernel_size, grey.bias) == ((2, 2), (3, 3), (7, 7), None)
 
@@ -230,17 +261,22 @@ def test_torchvision_weights_come_from_the_hub_cache_or_a_download(monkeypatch, 
 
     weights = torchvision.models.ResNet18_Weights.DEFAULT
     assert models._hub_checkpoint_path(weights.url) == os.path.join(
-        torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
+        torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url)
+    )
     cached = tmp_path / "resnet18.pth"
     calls = []
     monkeypatch.setattr(type(weights), "get_state_dict", lambda self, **kw: calls.append(kw) or {"w": torch.ones(1)})
     monkeypatch.setattr(models, "_hub_checkpoint_path", lambda url: str(cached))
     monkeypatch.setenv("TLBOOK_OFFLINE", "1")
-    with pytest.raises(WeightsUnavailableError, match=r"could not be downloaded \(TLBOOK_OFFLINE=1 forbids downloads\)"):
+    with pytest.raises(
+        WeightsUnavailableError, match=r"could not be downloaded \(TLBOOK_OFFLINE=1 forbids downloads\)"
+    ):
         models._torchvision_state_dict("resnet18")
     assert calls == []
     cached.write_bytes(b"cached")
-    assert models._torchvision_state_dict("resnet18") == {"w": torch.ones(1)} and calls == [{"progress": False, "check_hash": True}]
+    assert models._torchvision_state_dict("resnet18") == {"w": torch.ones(1)} and calls == [
+        {"progress": False, "check_hash": True}
+    ]
     assert f"(cache {cached})" in capsys.readouterr().out
     cached.unlink()
     monkeypatch.delenv("TLBOOK_OFFLINE")
@@ -281,7 +317,11 @@ class _WithUnused(torch.nn.Module):
 def test_summary_rows_are_leaf_layers_in_run_order_and_name_what_did_not_run():
     table = models.summary(_WithUnused(), input_size=(3, 2, 2))
     assert list(table.columns) == ["layer", "type", "output shape", "parameters", "MACs"]
-    assert table["layer"].tolist() == ["pair", "head", "(not run)"] and table["type"].tolist() == ["_Pair", "Linear", ""]
+    assert table["layer"].tolist() == ["pair", "head", "(not run)"] and table["type"].tolist() == [
+        "_Pair",
+        "Linear",
+        "",
+    ]
     assert table["output shape"].tolist()[:2] == [(12,), (2,)]  # the first element of a tuple output
     assert table["parameters"].tolist() == [0, 26, 30] and table["MACs"].tolist()[1] == 24
     resnet = models.summary(models.create("resnet18"))
@@ -297,8 +337,11 @@ def test_a_download_runs_under_the_configured_socket_timeout_and_is_recorded(mon
 
     weights = torchvision.models.ResNet18_Weights.DEFAULT
     seen = []
-    monkeypatch.setattr(type(weights), "get_state_dict",
-                        lambda self, **kw: seen.append(socket.getdefaulttimeout()) or {"w": torch.ones(1)})
+    monkeypatch.setattr(
+        type(weights),
+        "get_state_dict",
+        lambda self, **kw: seen.append(socket.getdefaulttimeout()) or {"w": torch.ones(1)},
+    )
     monkeypatch.setattr(models, "_hub_checkpoint_path", lambda url: str(tmp_path / "absent.pth"))
     monkeypatch.delenv("TLBOOK_OFFLINE", raising=False)
     monkeypatch.setenv("TLBOOK_DOWNLOAD_TIMEOUT", "7.5")
@@ -309,7 +352,8 @@ def test_a_download_runs_under_the_configured_socket_timeout_and_is_recorded(mon
     finally:
         socket.setdefaulttimeout(None)
     assert provenance.sources()["weights resnet18"] == (
-        f"ImageNet-1k, torchvision {weights} (downloaded to {tmp_path / 'absent.pth'})")
+        f"ImageNet-1k, torchvision {weights} (downloaded to {tmp_path / 'absent.pth'})"
+    )
     monkeypatch.delenv("TLBOOK_DOWNLOAD_TIMEOUT")
     models._torchvision_state_dict("resnet18")
     assert seen[-1] == 20.0  # the default

@@ -58,8 +58,15 @@ def test_every_entry_has_exactly_the_figures_its_writer_produces_and_its_provena
 def test_record_replaces_an_entry_whole_and_refuses_unknown_sections(tmp_path):
     path = tmp_path / "results.json"
     results_io.record("benchmarks", ("fit_vs_naive",), {"fit_vs_naive": 1.5, "typed_in": 9}, "make bench", path=path)
-    results_io.record("benchmarks", ("fit_vs_naive",), {"fit_vs_naive": 2.0}, "python -m benchmarks fit_vs_naive",
-                      complete=False, note="cut short", path=path)
+    results_io.record(
+        "benchmarks",
+        ("fit_vs_naive",),
+        {"fit_vs_naive": 2.0},
+        "python -m benchmarks fit_vs_naive",
+        complete=False,
+        note="cut short",
+        path=path,
+    )
     entry = json.loads(path.read_text())["benchmarks"]["fit_vs_naive"]
     assert entry["figures"] == {"fit_vs_naive": 2.0}  # nothing merged from the earlier run
     assert entry["provenance"]["complete"] is False and entry["provenance"]["note"] == "cut short"
@@ -90,11 +97,11 @@ def test_survivors_are_classified_by_what_the_change_does():
     grid = "    grid = F.affine_grid(theta, list(x.shape), align_corners=False)"
     assert mutation.classify(_diff(grid, grid.replace("=False", "=None")))[0] == "equivalent"
     assert mutation.classify(_diff(grid, grid.replace(", align_corners=False", ", ")))[0] == "equivalent"
-    size = "    crop = F.interpolate(crop, size=(32, 32), mode=\"bilinear\", antialias=True)"
+    size = '    crop = F.interpolate(crop, size=(32, 32), mode="bilinear", antialias=True)'
     assert mutation.classify(_diff(size, size.replace("antialias=True", "antialias=False")))[0] == "needs a test"
     assert mutation.classify(_diff(size, size.replace("(32, 32)", "(32, 33)")))[0] == "needs a test"
     assert mutation.classify(_diff("x", "y"), "companion.models.x__seq__mutmut_3")[0] == "import time"
-    assert mutation.classify(_diff('        print(f"done {n}")', '        print(None)'))[0] == "display"
+    assert mutation.classify(_diff('        print(f"done {n}")', "        print(None)"))[0] == "display"
 
 
 def test_gpu_test_record_counts_only_tests_that_ran(tmp_path, monkeypatch):

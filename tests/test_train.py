@@ -14,8 +14,15 @@ def _small_cnn_run(fashion_small, epochs=2, **kw):
     model = models.create("simple_cnn", num_classes=10, in_channels=1)
     prep = data.BatchTransform(28, (0.5,), (0.5,), channels=1)
     hist = train.fit(
-        model, data.make_loader(train_set, 50, shuffle=True, seed=0), data.make_loader(test_set, 100),
-        epochs=epochs, lr=3e-3, preprocess=prep, device="cpu", verbose=False, **kw,
+        model,
+        data.make_loader(train_set, 50, shuffle=True, seed=0),
+        data.make_loader(test_set, 100),
+        epochs=epochs,
+        lr=3e-3,
+        preprocess=prep,
+        device="cpu",
+        verbose=False,
+        **kw,
     )
     return model, prep, hist
 
@@ -139,7 +146,11 @@ def test_nan_loss_stops_with_clear_message(tmp_path, fashion_small):
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
     with pytest.raises(TrainingDivergedError, match="loss became nan.*lower the learning rate"):
         train.fit(
-            model, data.make_loader(train_set, 50), epochs=1, device="cpu", verbose=False,
+            model,
+            data.make_loader(train_set, 50),
+            epochs=1,
+            device="cpu",
+            verbose=False,
             preprocess=lambda x: x.float() * float("nan"),
         )
 
@@ -158,8 +169,16 @@ def test_nan_loss_keeps_the_last_good_checkpoint(tmp_path, fashion_small):
 
     model = nn.Linear(784, 10)
     with pytest.raises(TrainingDivergedError, match=f"last good checkpoint is {ckpt}"):
-        train.fit(model, data.make_loader(train_set, 50), epochs=3, device="cpu", verbose=False, preprocess=preprocess,
-                  checkpoint=ckpt, epoch_end=poison_after_first_epoch)
+        train.fit(
+            model,
+            data.make_loader(train_set, 50),
+            epochs=3,
+            device="cpu",
+            verbose=False,
+            preprocess=preprocess,
+            checkpoint=ckpt,
+            epoch_end=poison_after_first_epoch,
+        )
     kept = train.load_checkpoint(ckpt, nn.Linear(784, 10))
     assert kept["epoch"] == 0 and all(torch.isfinite(v).all() for v in kept["model"].values())
 
@@ -170,12 +189,20 @@ def test_early_stopping_restores_best(fashion_small):
     y = torch.randint(0, 2, (200,))
     head = nn.Linear(16, 2)
     hist = train.fit(
-        head, transfer.feature_loader(x, y, 20), transfer.feature_loader(x[:50], 1 - y[:50], 50),
-        epochs=30, lr=0.05, early_stopping=2, device="cpu", verbose=False,
+        head,
+        transfer.feature_loader(x, y, 20),
+        transfer.feature_loader(x[:50], 1 - y[:50], 50),
+        epochs=30,
+        lr=0.05,
+        early_stopping=2,
+        device="cpu",
+        verbose=False,
     )
     assert len(hist) < 30
     best = min(h["val_loss"] for h in hist)
-    assert train.evaluate(head, transfer.feature_loader(x[:50], 1 - y[:50], 50))["loss"] == pytest.approx(best, rel=1e-5)
+    assert train.evaluate(head, transfer.feature_loader(x[:50], 1 - y[:50], 50))["loss"] == pytest.approx(
+        best, rel=1e-5
+    )
 
 
 def test_frozen_batchnorm_statistics_do_not_move(fashion_small):
@@ -184,7 +211,11 @@ def test_frozen_batchnorm_statistics_do_not_move(fashion_small):
     transfer.freeze(model, except_=("classifier",))
     before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
     train.fit(
-        model, data.make_loader(train_set, 50), epochs=1, device="cpu", verbose=False,
+        model,
+        data.make_loader(train_set, 50),
+        epochs=1,
+        device="cpu",
+        verbose=False,
         preprocess=data.BatchTransform(28, (0.5,), (0.5,), channels=1),
     )
     after = model.state_dict()
@@ -242,8 +273,15 @@ def test_fit_reports_per_image_means_of_the_epoch():
     with torch.no_grad():
         logits = model(x)
     loss, accuracy = nn.functional.cross_entropy(logits, y).item(), int((logits.argmax(1) == y).sum()) / 11
-    history = train.fit(model, _uneven(x, y), _uneven(x, y, (2, 9)), epochs=2, device="cpu", verbose=False,
-                        optimizer=torch.optim.SGD(model.parameters(), lr=0.0))
+    history = train.fit(
+        model,
+        _uneven(x, y),
+        _uneven(x, y, (2, 9)),
+        epochs=2,
+        device="cpu",
+        verbose=False,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.0),
+    )
     for record in history:
         assert record["train_loss"] == pytest.approx(loss, rel=1e-6)
         assert record["val_loss"] == pytest.approx(loss, rel=1e-6)
@@ -285,8 +323,17 @@ def test_early_stopping_stops_after_patience_and_restores_the_best_epoch():
     with torch.no_grad():
         model.weight.copy_(schedule[0][0])
         model.bias.copy_(schedule[0][1])
-    history = train.fit(model, _uneven(x, y), _uneven(x, y), epochs=5, early_stopping=2, device="cpu",
-                        verbose=False, epoch_end=set_weights, optimizer=torch.optim.SGD(model.parameters(), lr=0.0))
+    history = train.fit(
+        model,
+        _uneven(x, y),
+        _uneven(x, y),
+        epochs=5,
+        early_stopping=2,
+        device="cpu",
+        verbose=False,
+        epoch_end=set_weights,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.0),
+    )
     assert len(history) == 4
     assert [r["val_loss"] for r in history] == pytest.approx([loss_of(*wb) for wb in schedule[:4]], rel=1e-6)
     assert torch.equal(model.weight, ranked[0][0]) and torch.equal(model.bias, ranked[0][1])
@@ -342,8 +389,17 @@ def _shuffled_linear_run(tmp_path, epochs, **kw):
     torch.manual_seed(0)
     model = nn.Linear(5, 3)
     x, y = torch.randn(40, 5, generator=torch.Generator().manual_seed(1)), torch.arange(40) % 3
-    history = train.fit(model, data.ArrayLoader(x, y, 8, shuffle=True, seed=2), _uneven(x[:11], y[:11]), epochs=epochs,
-                        lr=0.05, schedule="cosine", device="cpu", verbose=False, **kw)
+    history = train.fit(
+        model,
+        data.ArrayLoader(x, y, 8, shuffle=True, seed=2),
+        _uneven(x[:11], y[:11]),
+        epochs=epochs,
+        lr=0.05,
+        schedule="cosine",
+        device="cpu",
+        verbose=False,
+        **kw,
+    )
     return model, history
 
 
@@ -383,8 +439,17 @@ def test_fit_defaults_to_adamw_at_lr_and_uses_the_given_loss_and_count(capsys):
         seen["loss_fn"] = True
         return nn.functional.cross_entropy(out, labels) * 0 + 2.0 + out.sum() * 0
 
-    history = train.fit(model, _uneven(x, y), _uneven(x, y), epochs=1, lr=0.01, device="cpu", loss_fn=loss_fn,
-                        correct_fn=lambda out, labels: len(labels), epoch_end=lambda e, m, opt: seen.update(opt=opt))
+    history = train.fit(
+        model,
+        _uneven(x, y),
+        _uneven(x, y),
+        epochs=1,
+        lr=0.01,
+        device="cpu",
+        loss_fn=loss_fn,
+        correct_fn=lambda out, labels: len(labels),
+        epoch_end=lambda e, m, opt: seen.update(opt=opt),
+    )
     assert seen["loss_fn"] and isinstance(seen["opt"], torch.optim.AdamW) and seen["opt"].param_groups[0]["lr"] == 0.01
     assert history[0]["train_loss"] == pytest.approx(2.0) and history[0]["val_loss"] == pytest.approx(2.0)
     assert history[0]["train_accuracy"] == 1.0 == history[0]["val_accuracy"] and history[0]["lr"] == 0.01
@@ -425,7 +490,9 @@ def test_load_weights_names_what_differs_and_loads_partially_when_asked():
         train.load_weights(model, state)
     train.load_weights(model, {k: torch.ones_like(v) for k, v in state.items()}, strict=False)
     assert torch.equal(model[0].weight, torch.ones(2, 3))
-    with pytest.raises(CheckpointError, match=r"1 tensors differ in shape, first 0.weight: \(4, 3\) in the checkpoint vs \(2, 3\)"):
+    with pytest.raises(
+        CheckpointError, match=r"1 tensors differ in shape, first 0.weight: \(4, 3\) in the checkpoint vs \(2, 3\)"
+    ):
         train.load_weights(model, {"0.weight": torch.zeros(4, 3), "0.bias": torch.zeros(2)}, strict=False)
 
 
@@ -461,9 +528,19 @@ def test_resume_with_early_stopping_stops_where_an_uninterrupted_run_stops(tmp_p
     def run(checkpoint=None, resume=False, epoch_end=None):
         model = _linear_problem(2)[0]
         model.load_state_dict(initial)
-        history = train.fit(model, data.ArrayLoader(x, y, 8, shuffle=True, seed=2), _uneven(x_val, y_val),
-                            epochs=12, lr=0.5, early_stopping=2, device="cpu", verbose=False,
-                            checkpoint=checkpoint, resume=resume, epoch_end=epoch_end)
+        history = train.fit(
+            model,
+            data.ArrayLoader(x, y, 8, shuffle=True, seed=2),
+            _uneven(x_val, y_val),
+            epochs=12,
+            lr=0.5,
+            early_stopping=2,
+            device="cpu",
+            verbose=False,
+            checkpoint=checkpoint,
+            resume=resume,
+            epoch_end=epoch_end,
+        )
         return model, history
 
     straight_model, straight = run()

@@ -67,7 +67,9 @@ def test_cached_features_are_reused_and_invalidated(tmp_path, fashion_small):
     with torch.no_grad():
         backbone.features[0].weight.mul_(2)
     f3, _ = transfer.cached_features(backbone, subset, preprocess=prep, cache_dir=tmp_path)
-    transfer.cached_features(backbone, subset, preprocess=data.BatchTransform(32, (0.5,), (0.5,), channels=1), cache_dir=tmp_path)
+    transfer.cached_features(
+        backbone, subset, preprocess=data.BatchTransform(32, (0.5,), (0.5,), channels=1), cache_dir=tmp_path
+    )
     assert not torch.equal(f1, f3) and len(list(tmp_path.glob("*.pt"))) == 4
 
 
@@ -118,13 +120,26 @@ def test_multitask_net_trains_both_heads_through_fit(fashion_small):
     labels = torch.stack([train_set.labels, group[train_set.labels]], 1)
     test_labels = torch.stack([test_set.labels, group[test_set.labels]], 1)
     torch.manual_seed(0)
-    net = transfer.MultiTaskNet(models.create("simple_cnn", num_classes=0, in_channels=1), models.spec("simple_cnn").feature_dim,
-                                 {"category": 10, "group": 4})
+    net = transfer.MultiTaskNet(
+        models.create("simple_cnn", num_classes=0, in_channels=1),
+        models.spec("simple_cnn").feature_dim,
+        {"category": 10, "group": 4},
+    )
     prep = data.BatchTransform(28, (0.5,), (0.5,), channels=1)
     before = {t: h.weight.detach().clone() for t, h in net.heads.items()}
     loader = data.ArrayLoader(train_set.images, labels, 50, shuffle=True)
-    history = train.fit(net, loader, data.ArrayLoader(test_set.images, test_labels, 100), epochs=3, lr=3e-3,
-                        preprocess=prep, loss_fn=net.loss, correct_fn=net.correct, verbose=False, device="cpu")
+    history = train.fit(
+        net,
+        loader,
+        data.ArrayLoader(test_set.images, test_labels, 100),
+        epochs=3,
+        lr=3e-3,
+        preprocess=prep,
+        loss_fn=net.loss,
+        correct_fn=net.correct,
+        verbose=False,
+        device="cpu",
+    )
     assert all(not torch.equal(before[t], h.weight) for t, h in net.heads.items())  # both heads learned
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     acc = net.task_accuracy(data.ArrayLoader(test_set.images, test_labels, 100), preprocess=prep)
@@ -138,8 +153,9 @@ def test_multitask_net_rejects_single_task_labels():
     assert logits.shape == (4, 5)
     with pytest.raises(ValueError, match=r"labels of shape \(B, 2\)"):
         net.loss(logits, torch.zeros(4, dtype=torch.long))
-    expected = torch.nn.functional.cross_entropy(logits[:, :3], torch.zeros(4, dtype=torch.long)) + \
-        torch.nn.functional.cross_entropy(logits[:, 3:], torch.ones(4, dtype=torch.long))
+    expected = torch.nn.functional.cross_entropy(
+        logits[:, :3], torch.zeros(4, dtype=torch.long)
+    ) + torch.nn.functional.cross_entropy(logits[:, 3:], torch.ones(4, dtype=torch.long))
     assert torch.allclose(net.loss(logits, torch.tensor([[0, 1]] * 4)), expected)
 
 
@@ -169,7 +185,7 @@ def _trainable(model):
 def test_freeze_stages_leaves_exactly_the_last_stages_and_the_head(trainable_last):
     model = models.create("simple_cnn", num_classes=3)
     transfer.freeze_stages(model, "simple_cnn", trainable_last)
-    kept = [p for stage in STAGE_PREFIXES[3 - min(trainable_last, 3):] for p in stage] + ["classifier."]
+    kept = [p for stage in STAGE_PREFIXES[3 - min(trainable_last, 3) :] for p in stage] + ["classifier."]
     assert _trainable(model) == _names_under(model, kept)
 
 
@@ -236,13 +252,21 @@ def test_reinitialize_stages_changes_exactly_the_later_stages_and_the_head():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     transfer.reinitialize_stages(model, "simple_cnn", keep_first=1)
     changed = {k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.equal(v, before[k])}
-    expected = {k for k, v in before.items() if v.is_floating_point() and k.startswith(
-        tuple(p for s in STAGE_PREFIXES[1:] for p in s) + ("classifier.",))}
+    expected = {
+        k
+        for k, v in before.items()
+        if v.is_floating_point() and k.startswith(tuple(p for s in STAGE_PREFIXES[1:] for p in s) + ("classifier.",))
+    }
     assert changed == expected
 
 
 def test_transferable_state_is_exactly_the_matching_entries():
-    source = {"a.weight": torch.zeros(2, 3), "a.bias": torch.zeros(2), "b.weight": torch.zeros(4, 4), "c": torch.zeros(1)}
+    source = {
+        "a.weight": torch.zeros(2, 3),
+        "a.bias": torch.zeros(2),
+        "b.weight": torch.zeros(4, 4),
+        "c": torch.zeros(1),
+    }
     target = torch.nn.Module()
     target.a, target.b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 4)  # b.weight (4, 3): shape differs
     assert set(transfer.transferable_state(source, target)) == {"a.weight", "a.bias"}
@@ -306,7 +330,9 @@ def test_multitask_correct_and_task_accuracy_count_exactly():
         net.heads["a"].bias.zero_()
         net.heads["b"].weight.copy_(torch.eye(5)[3:])
         net.heads["b"].bias.zero_()
-    x = torch.tensor([[1.0, 0, 0, 1, 0], [0, 1, 0, 0, 1], [0, 0, 1, 1, 0], [1, 0, 0, 0, 1]])  # predicts a=0,1,2,0; b=0,1,0,1
+    x = torch.tensor(
+        [[1.0, 0, 0, 1, 0], [0, 1, 0, 0, 1], [0, 0, 1, 1, 0], [1, 0, 0, 0, 1]]
+    )  # predicts a=0,1,2,0; b=0,1,0,1
     labels = torch.tensor([[0, 0], [1, 1], [0, 0], [0, 1]])  # a right: rows 0, 1, 3; b right: every row
     logits = net(x)
     assert net.correct(logits, labels) == 3  # rows 0, 1 and 3: every task right
@@ -411,13 +437,20 @@ def test_task_accuracy_of_a_single_image():
 
 def test_fusions_of_different_layers_do_not_share_cached_features(tmp_path, monkeypatch):
     monkeypatch.setenv("TLBOOK_DATA", str(tmp_path))
-    images = data.ArrayImageDataset(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8),
-                                    torch.tensor([0, 1, 0, 1]), ["a", "b"], "x/train", "test")
+    images = data.ArrayImageDataset(
+        torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8),
+        torch.tensor([0, 1, 0, 1]),
+        ["a", "b"],
+        "x/train",
+        "test",
+    )
     net = models.create("simple_cnn", num_classes=2)
     prep = data.BatchTransform.for_model("simple_cnn")
     blocks = [name for name, m in net.named_modules() if isinstance(m, torch.nn.Conv2d)]
-    first, _ = transfer.cached_features(transfer.MultiDepthFeatures(net, blocks[:1]), images, preprocess=prep,
-                                        device="cpu")
-    both, _ = transfer.cached_features(transfer.MultiDepthFeatures(net, blocks[:2]), images, preprocess=prep,
-                                       device="cpu")
+    first, _ = transfer.cached_features(
+        transfer.MultiDepthFeatures(net, blocks[:1]), images, preprocess=prep, device="cpu"
+    )
+    both, _ = transfer.cached_features(
+        transfer.MultiDepthFeatures(net, blocks[:2]), images, preprocess=prep, device="cpu"
+    )
     assert both.shape[1] > first.shape[1]

@@ -1,6 +1,6 @@
 import torch
 
-from companion import device
+from companion import hardware as device
 
 
 def test_choose_device_order(monkeypatch):
