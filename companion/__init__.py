@@ -2,7 +2,9 @@
 
 Modules, one job each: :mod:`~companion.profiles`, :mod:`~companion.hardware`,
 :mod:`~companion.provenance`, :mod:`~companion.cnn_math`, :mod:`~companion.models`,
-:mod:`~companion.data`, :mod:`~companion.transfer`, :mod:`~companion.train`,
+:mod:`~companion.settings`, :mod:`~companion.data` (datasets; with :mod:`~companion.batch_transforms`,
+:mod:`~companion.loaders` and :mod:`~companion.folders`), :mod:`~companion.hooks`,
+:mod:`~companion.transfer`, :mod:`~companion.train`,
 :mod:`~companion.recipes`, :mod:`~companion.distributed`,
 :mod:`~companion.plots`, :mod:`~companion.cli`.
 """

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .hooks import trace
+
 IntPair = int | tuple[int, int]
 
 
@@ -271,18 +273,10 @@ def count_macs(model: nn.Module, input_size: Sequence[int]) -> int:
     ``(C, H, W)`` (convolutions and linear layers; FLOPs are about twice this)."""
     total = 0
 
-    def hook(module, args, output):
+    def record(name: str, module: nn.Module, output: torch.Tensor) -> None:
         nonlocal total
         total += layer_macs(module, output)
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    try:
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, *input_size))
-        model.train(was_training)
-    finally:
-        for h in handles:
-            h.remove()
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    trace(model, layers, tuple(input_size), record)
     return total

@@ -1,10 +1,10 @@
-"""Every dataset the book uses, resolved in one place, plus subsets, batch transforms and loaders.
+"""Every dataset the book uses, resolved in one place, and balanced subsets of them.
 
 Small image datasets (Fashion-MNIST, MNIST, CIFAR-10) are held in memory as uint8 tensors
 ``(N, C, H, W)`` (:class:`ArrayImageDataset`); models see them through a
-:class:`BatchTransform` that scales, resizes and normalises whole batches on the device the
+:class:`~companion.batch_transforms.BatchTransform` that scales, resizes and normalises whole batches on the device the
 model runs on. Folders of photos go through torchvision's ``ImageFolder`` with the model's
-own per-image preprocessing (:func:`image_folder`).
+own per-image preprocessing (:func:`~companion.folders.image_folder`).
 
 Where a dataset comes from is decided here and nowhere else: a local copy first, a download
 second, and in the ``smoke`` profile only, an announced stand-in for CIFAR-10. A dataset that
@@ -13,14 +13,13 @@ cannot be had raises :class:`~companion.errors.DatasetUnavailableError` saying h
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import gzip
 import os
 import pickle
 import shutil
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,11 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
-from torch import nn
 
-from . import distributed, provenance
-from .errors import DatasetUnavailableError, ImageFolderError
-from .hardware import default_num_workers
+from . import provenance, settings
+from .errors import DatasetUnavailableError
 
 if TYPE_CHECKING:
     import pandas
@@ -55,7 +52,7 @@ FASHION_MNIST_CLASSES = [
 
 def data_root() -> Path:
     """Where datasets are stored and looked for: ``$TLBOOK_DATA``, else ``~/.cache/tlbook/data``."""
-    root = Path(os.environ.get("TLBOOK_DATA", Path.home() / ".cache" / "tlbook" / "data"))
+    root = settings.data_dir()
     root.mkdir(parents=True, exist_ok=True)
     return root
 
@@ -117,10 +114,10 @@ class ArrayImageDataset(torch.utils.data.Dataset):
 
 def _try_download(fn, what: str):
     """Run a torchvision download with a short socket timeout; ``None`` when offline."""
-    if os.environ.get("TLBOOK_OFFLINE") == "1":
+    if settings.offline():
         return None
     previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(float(os.environ.get("TLBOOK_DOWNLOAD_TIMEOUT", "20")))
+    socket.setdefaulttimeout(settings.download_timeout())
     try:
         return fn()
     except (OSError, RuntimeError) as exc:  # URLError is an OSError
@@ -369,7 +366,7 @@ def fashion_mnist_benchmarks() -> pandas.DataFrame:
 
 def write_image_folder(dataset: ArrayImageDataset, root: str | Path, image_format: str = "png") -> Path:
     """Write ``dataset`` to disk as an image folder: ``root/<class>/<index>.<format>``, the layout
-    ``torchvision.datasets.ImageFolder`` (and :func:`image_folder`) reads. Class names are made
+    ``torchvision.datasets.ImageFolder`` (and :func:`~companion.folders.image_folder`) reads. Class names are made
     safe for file names ("T-shirt/top" -> "T-shirt_top"). Existing files are overwritten.
 
     Returns:
@@ -434,246 +431,9 @@ def train_val_split(
     return dataset.subset(train_idx), dataset.subset(val_idx)
 
 
-# ----------------------------------------------------------------------------- transforms
-
-
-class BatchTransform(nn.Module):
-    """Turns a batch of uint8 images ``(N, C, h, w)`` into model input ``(N, channels, size, size)``:
-    scale to [0, 1], repeat grey to RGB when ``channels == 3``, resize (bilinear, antialiased),
-    optional augmentation (training only), normalise with ``mean``/``std``.
-
-    It runs on whatever device the batch is on, so on a GPU the CPU never touches a pixel.
-    """
-
-    def __init__(
-        self,
-        size: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-        channels: int = 3,
-        augment: Augment | None = None,
-    ) -> None:
-        super().__init__()
-        self.size, self.channels, self.augment = size, channels, augment
-        self.register_buffer("mean", torch.tensor(mean[:channels], dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std[:channels], dtype=torch.float32).view(1, -1, 1, 1))
-
-    @classmethod
-    def for_model(cls, name: str, size: int | None = None, channels: int = 3, augment: Augment | None = None):
-        """The transform matching the pretrained weights of model ``name`` at ``size`` px
-        (default: the weights' own crop size)."""
-        from .models import preprocessing
-
-        p = preprocessing(name)
-        mean, std = (p.mean, p.std) if channels == 3 else ((float(np.mean(p.mean)),), (float(np.mean(p.std)),))
-        return cls(size or p.crop, mean, std, channels, augment)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-        if x.shape[1] == 1 and self.channels == 3:
-            x = x.expand(-1, 3, -1, -1)
-        elif x.shape[1] != self.channels:
-            raise ValueError(f"cannot turn {x.shape[1]}-channel images into {self.channels}-channel input")
-        if x.shape[-2:] != (self.size, self.size):
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
-        if self.augment is not None and self.training:
-            x = self.augment(x)
-        return (x - self.mean) / self.std
-
-    def extra_repr(self) -> str:
-        return f"size={self.size}, channels={self.channels}, augment={self.augment is not None}"
-
-
-class Augment(nn.Module):
-    """Per-image random augmentation of a float batch ``(N, C, H, W)`` on its own device:
-    horizontal flips with probability ``flip``, rotations up to ``degrees`` and shifts up to
-    ``shift`` (a fraction of the side), drawn independently for every image."""
-
-    def __init__(self, flip: float = 0.5, degrees: float = 0.0, shift: float = 0.0) -> None:
-        super().__init__()
-        self.flip, self.degrees, self.shift = flip, degrees, shift
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
-        angle = (torch.rand(n, device=x.device) * 2 - 1) * np.deg2rad(self.degrees)
-        sx = torch.where(torch.rand(n, device=x.device) < self.flip, -1.0, 1.0)
-        tx, ty = ((torch.rand(2, n, device=x.device) * 2 - 1) * 2 * self.shift).unbind(0)
-        cos, sin = torch.cos(angle), torch.sin(angle)
-        theta = torch.stack([torch.stack([cos * sx, -sin, tx], 1), torch.stack([sin * sx, cos, ty], 1)], 1)
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-    def extra_repr(self) -> str:
-        return f"flip={self.flip}, degrees={self.degrees}, shift={self.shift}"
-
-
-# ----------------------------------------------------------------------------- loaders
-
-
-class ArrayLoader:
-    """Batches of in-memory tensors by indexing (no per-image Python work, no collate).
-
-    Yields ``(inputs[idx], labels[idx])``: uint8 images ``(B, C, H, W)`` for an
-    :class:`ArrayImageDataset`, or cached features ``(B, D)``. With ``device`` set to a CUDA
-    device the tensors are moved there once and stay resident (Fashion-MNIST is 55 MB as
-    uint8), so a batch costs no host-to-device copy at all.
-    """
-
-    def __init__(
-        self,
-        inputs: torch.Tensor,
-        labels: torch.Tensor,
-        batch_size: int,
-        shuffle: bool = False,
-        *,
-        seed: int = 0,
-        drop_last: bool = False,
-        device: torch.device | None = None,
-    ) -> None:
-        if len(inputs) != len(labels):
-            raise ValueError(f"{len(inputs)} inputs but {len(labels)} labels")
-        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
-        self.generator = torch.Generator().manual_seed(seed)
-        resident = device is not None and torch.device(device).type == "cuda"
-        self.inputs = inputs.to(device) if resident else inputs
-        self.labels = labels.to(device) if resident else labels
-
-    def _shard_size(self) -> int:
-        """Images per epoch in this process: all of them, or its shard under torchrun."""
-        return len(distributed.ShardSampler(len(self.labels), self.shuffle, self.generator))
-
-    def __len__(self) -> int:
-        n = self._shard_size()
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = distributed.ShardSampler(len(self.labels), self.shuffle, self.generator)._order()
-        order = order.to(self.inputs.device)
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            idx = order[start : start + self.batch_size]
-            yield self.inputs[idx], self.labels[idx]
-
-
-def make_loader(
-    dataset: torch.utils.data.Dataset,
-    batch_size: int,
-    shuffle: bool = False,
-    *,
-    seed: int = 0,
-    device: torch.device | None = None,
-    num_workers: int | None = None,
-    drop_last: bool = False,
-):
-    """A loader for ``dataset``: :class:`ArrayLoader` for in-memory datasets, else a
-    ``DataLoader`` with seeded shuffling, :func:`~companion.hardware.default_num_workers` workers and pinned memory
-    on CUDA. Under torchrun each process reads its shard of every epoch (:mod:`companion.distributed`)."""
-    if isinstance(dataset, ArrayImageDataset):
-        return ArrayLoader(
-            dataset.images, dataset.labels, batch_size, shuffle, seed=seed, device=device, drop_last=drop_last
-        )
-    workers = default_num_workers() if num_workers is None else num_workers
-    generator = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=batch_size,
-        drop_last=drop_last,
-        generator=generator,
-        num_workers=workers,
-        sampler=distributed.ShardSampler(len(dataset), shuffle, generator),
-        pin_memory=device is not None and torch.device(device).type == "cuda",
-        persistent_workers=workers > 0,
-    )
-
-
-# ----------------------------------------------------------------------------- image folders
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-
-
-def check_image_folder(root: str | Path) -> tuple[list[str], list[tuple[Path, str]]]:
-    """Check a folder of class sub-folders of images.
-
-    Returns:
-        ``(classes, bad)``: the class names and ``(file, reason)`` for every image that cannot be
-        decoded (corrupt or truncated) or is not an image.
-
-    Raises:
-        ImageFolderError: the folder is missing, has no class sub-folders with images, or only one class.
-    """
-    from PIL import Image
-
-    root = Path(root)
-    if not root.is_dir():
-        raise ImageFolderError(
-            f"image folder {root} does not exist; give a folder with one sub-folder of images per class"
-        )
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    bad: list[tuple[Path, str]] = []
-    counts = {}
-    for c in classes:
-        n = 0
-        for f in sorted((root / c).rglob("*")):
-            if not f.is_file() or f.name.startswith("."):
-                continue
-            if f.suffix.lower() not in IMAGE_EXTENSIONS:
-                bad.append((f, f"not an image file (extension {f.suffix or 'none'})"))
-                continue
-            try:
-                with Image.open(f) as im:
-                    im.load()  # decodes every pixel: catches truncated files that verify() misses
-                n += 1
-            except Exception as exc:  # PIL raises many types for broken files
-                bad.append((f, f"unreadable image ({type(exc).__name__}: {exc})"))
-        counts[c] = n
-    classes = [c for c in classes if counts[c] > 0]
-    if not classes:
-        raise ImageFolderError(
-            f"no images found in {root}: expected {root}/<class name>/<image>.jpg with at least two classes"
-        )
-    if len(classes) == 1:
-        raise ImageFolderError(
-            f"only one class ({classes[0]!r}) in {root}: a classifier needs at least two class sub-folders"
-        )
-    return classes, bad
-
-
-class _CheckedImageFolder(torchvision.datasets.ImageFolder):
-    """``ImageFolder`` whose classes are the checked ones (sub-folders without a readable image are not classes)."""
-
-    def __init__(self, root: str, classes: list[str], **kwargs) -> None:
-        self._checked_classes = classes
-        super().__init__(root, **kwargs)
-
-    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
-        return self._checked_classes, {c: i for i, c in enumerate(self._checked_classes)}
-
-
-def image_folder(root: str | Path, transform=None, *, report: bool = True) -> torchvision.datasets.ImageFolder:
-    """torchvision's ``ImageFolder`` over ``root`` after :func:`check_image_folder`; files that
-    cannot be read are skipped and listed (never silently), sub-folders without a readable
-    image are not classes."""
-    classes, bad = check_image_folder(root)
-    bad_files = {str(f) for f, _ in bad}
-    if report:
-        for f, why in bad:
-            print(f"[data] skipping {f}: {why}")
-    ds = _CheckedImageFolder(
-        str(root),
-        classes,
-        transform=transform,
-        is_valid_file=lambda p: p.lower().endswith(IMAGE_EXTENSIONS) and p not in bad_files,
-    )
-    provenance.record(
-        "data",
-        f"folder:{Path(root).name}",
-        f"image folder {Path(root).resolve()} ({len(ds)} images, {len(ds.classes)} classes)",
-    )
-    return ds
-
-
-def with_transform(dataset: torchvision.datasets.ImageFolder, transform) -> torchvision.datasets.ImageFolder:
-    """The same image folder read with another per-image transform (e.g. evaluation instead of
-    training augmentation), without listing and checking every file again."""
-    view = copy.copy(dataset)
-    view.transform = transform
-    return view
+# ----------------------------------------------------------------------------- the rest of the data path
+# Batch transforms, loaders and image folders live in modules of their own; ``companion.data``
+# keeps offering them, so that one import serves a chapter.
+from .batch_transforms import Augment, BatchTransform  # noqa: E402, F401
+from .folders import IMAGE_EXTENSIONS, check_image_folder, image_folder, with_transform  # noqa: E402, F401
+from .loaders import ArrayLoader, make_loader  # noqa: E402, F401

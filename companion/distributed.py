@@ -4,7 +4,7 @@
 ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` in each. :func:`init_from_environment` joins them
 into one process group (NCCL with one GPU per process, gloo on CPUs). From then on:
 
-* every loader made by :func:`companion.data.make_loader` or
+* every loader made by :func:`companion.loaders.make_loader` or
   :func:`companion.transfer.feature_loader` reads only this process's shard of each epoch's
   order (:func:`shard`);
 * :func:`companion.train.fit` wraps the model in ``DistributedDataParallel``, which averages

@@ -10,13 +10,15 @@ import random
 import numpy as np
 import torch
 
+from . import settings
+
 
 def choose_device(preferred: str | torch.device | None = None) -> torch.device:
     """The device to run on: ``preferred`` if given, else CUDA, else Apple MPS, else CPU.
 
     ``TLBOOK_DEVICE`` overrides the automatic choice (e.g. ``TLBOOK_DEVICE=cpu``).
     """
-    preferred = preferred or os.environ.get("TLBOOK_DEVICE")
+    preferred = preferred or settings.device()
     if preferred is not None:
         return torch.device(preferred)
     if torch.cuda.is_available():

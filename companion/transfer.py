@@ -61,7 +61,7 @@ def extract_features(
 
 def feature_loader(features: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool = True, seed: int = 0):
     """A loader over cached features ``(N, D)`` and labels ``(N,)`` for training a head with ``fit``."""
-    from .data import ArrayLoader
+    from .loaders import ArrayLoader
 
     return ArrayLoader(features, labels, batch_size, shuffle, seed=seed)
 
