@@ -15,15 +15,24 @@ export PYTHONUNBUFFERED := 1
 BOOK_PROFILE ?= $(or $(TLBOOK_PROFILE),smoke)
 STRICT ?=
 
-.PHONY: setup book test lint format unit notebooks bench browser-check clean reference reference-stale reference-status mutants
+.PHONY: setup book lab test lint format unit notebooks bench browser-check clean reference reference-stale reference-status mutants
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt pyproject.toml binder/default_setting_overrides.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.txt
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	mkdir -p $(VENV)/etc/jupyter/labconfig  # JupyterLab opens the chapters (.md) as notebooks (jupytext)
+	cp binder/default_setting_overrides.json $(VENV)/etc/jupyter/labconfig/default_setting_overrides.json
 	touch $@
+
+# JupyterLab on the book: double-click a chapter in book/ and it opens as a notebook (jupytext).
+# The kernel is .venv's Python, with the companion installed; chapters run in TLBOOK_PROFILE
+# (default: full on CUDA, quick elsewhere).
+lab: $(STAMP)
+	@$(BIN)/python -c "import companion; p = companion.get_profile(); print(f'chapters will run in {p}; TLBOOK_PROFILE=smoke|quick|full make lab to change')"
+	$(BIN)/jupyter lab --ServerApp.root_dir=book $(if $(filter 0,$(shell id -u)),--allow-root)
 
 book: $(STAMP)
 	TLBOOK_PROFILE=$(BOOK_PROFILE) TLBOOK_PROGRESS=0 TLBOOK_STRICT_REFERENCES=$(STRICT) $(BIN)/jupyter-book build . -W -n --keep-going
@@ -44,9 +53,11 @@ format: $(STAMP)
 	$(BIN)/ruff format $(LINTED)
 	$(BIN)/python -m edition.format_chapters
 
-# The built website in headless Chromium: tracebacks, broken links, missing images; screenshots in _build/screenshots.
+# The built website in headless Chromium: tracebacks, broken links, missing images; then a chapter
+# opened in JupyterLab (it must open as a notebook). Screenshots in _build/screenshots.
 browser-check: $(STAMP)
 	$(BIN)/python tests/browser_check.py _build/html
+	$(BIN)/python tests/lab_check.py
 
 # The reference edition (book/_reference/): chapters executed in PROFILE (default: full on CUDA,
 # quick elsewhere) and stored with their provenance. CHAPTER=three_modes runs one chapter.
