@@ -106,7 +106,7 @@ def evaluate(
     preprocess: Callable | None = None,
     device: torch.device | str | None = None,
     loss_fn: Callable | None = None,
-    progress: bool | None = False,
+    progress: bool | None = None,
     correct_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor | int] = count_correct,
 ) -> dict[str, float]:
     """Accuracy and mean cross-entropy of ``model`` over ``loader`` (always in eval mode).
@@ -144,7 +144,7 @@ def predict(
     *,
     preprocess: Callable | None = None,
     device: torch.device | str | None = None,
-    progress: bool | None = False,
+    progress: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Class probabilities ``(N, K)`` and true labels ``(N,)`` for a whole loader, on the CPU."""
     return _collect(model, loader, preprocess, device, progress, "predict", lambda logits: logits.softmax(1))
@@ -501,14 +501,13 @@ def fit(
     stopper = EarlyStopping(early_stopping) if early_stopping is not None and val_loader is not None else None
     parts = (optimizer, scheduler, step["scaler"], stopper, train_loader)
     history, start = _resume_point(checkpoint if resume else None, model, parts, verbose)
-    verbose = verbose and distributed.is_main()
-    for epoch in range(start, epochs):
+    verbose, bar = verbose and distributed.is_main(), _epoch_bar(start, epochs, progress)
+    for epoch in bar:
         record = _epoch(model, train_loader, val_loader, optimizer, epoch, epochs, checkpoint, step)
         if scheduler is not None:
             scheduler.step()
         history.append(record)
-        if verbose:
-            print(_epoch_line(record, epochs))
+        _report(record, epochs, bar, verbose)
         stop = stopper is not None and stopper.update(record["val_loss"], model)  # the weights just evaluated
         if epoch_end is not None:
             epoch_end(epoch, model, optimizer)
@@ -544,6 +543,21 @@ def _step_settings(model, device, preprocess, loss_fn, correct_fn, amp: bool, co
     )
 
 
+def _epoch_bar(start: int, epochs: int, progress: bool | None):
+    """The epochs of :func:`fit` as a progress bar that stays on screen (one process only)."""
+    show = _progress_enabled(progress) and distributed.is_main()
+    return tqdm(range(start, epochs), desc="epochs", initial=start, total=epochs, leave=True, disable=not show)
+
+
+def _report(record: dict, epochs: int, bar, verbose: bool) -> None:
+    """The epoch's line (``verbose``), and its metrics on the epoch bar."""
+    if verbose:
+        tqdm.write(_epoch_line(record, epochs))  # above the bar, which keeps its place
+    if not bar.disable:
+        keys = ("train_loss", "val_loss", "val_accuracy")
+        bar.set_postfix({k.replace("_", " "): f"{record[k]:.3f}" for k in keys if k in record})
+
+
 def _resume_point(checkpoint, model: nn.Module, parts: tuple, verbose: bool) -> tuple[list[dict], int]:
     """``(history so far, first epoch to run)``: from ``checkpoint`` when it exists (its weights
     and training state put back in place), else ``([], 0)``."""
@@ -576,6 +590,7 @@ def _epoch(model, train_loader, val_loader, optimizer, epoch: int, epochs: int, 
             device=step["device"],
             loss_fn=step["loss_fn"],
             correct_fn=step["correct_fn"],
+            progress=False,  # the epoch bar shows the result
         )
         record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
     record["seconds"] = time.perf_counter() - t0

@@ -41,7 +41,7 @@ def extract_features(
     *,
     preprocess: Callable | None = None,
     device: torch.device | str | None = None,
-    progress: bool | None = False,
+    progress: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run a frozen ``backbone`` over a whole loader, in eval and inference mode.
 

@@ -98,9 +98,35 @@ def on_source_read(app: Sphinx, docname: str, source: list[str]) -> None:
     source[0] = text
 
 
+LAUNCHERS = ("Colab", "Binder", "JupyterHub")
+
+
+def _launch_buttons(buttons) -> list[dict]:
+    """The launch buttons (Colab, Binder, ...) among the theme's header buttons, at any depth."""
+    found = []
+    for button in buttons or []:
+        if isinstance(button, dict):
+            found += [button] if button.get("text") in LAUNCHERS else _launch_buttons(button.get("buttons"))
+    return found
+
+
+def on_html_page_context(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
+    """Point a chapter's launch buttons at its launchable notebook (``notebooks/NAME.ipynb``,
+    :mod:`edition.notebooks`): Colab cannot open a MyST Markdown file, and a notebook opens as a
+    notebook in any JupyterLab. Runs after sphinx-book-theme built the buttons (priority 501)."""
+    if not pagename.startswith("book/"):
+        return
+    name = pagename.removeprefix("book/")
+    if not (Path(app.srcdir) / "notebooks" / f"{name}.ipynb").exists():
+        return
+    for button in _launch_buttons(context.get("header_buttons")):
+        button["url"] = button["url"].replace(f"{pagename}.md", f"notebooks/{name}.ipynb")
+
+
 def setup(app: Sphinx) -> dict:
     app.add_config_value("tlbook_reference_dir", "", "env")
     app.connect("builder-inited", on_builder_inited)
     app.connect("env-get-outdated", on_env_get_outdated)
     app.connect("source-read", on_source_read)
+    app.connect("html-page-context", on_html_page_context, priority=600)
     return {"parallel_read_safe": False, "parallel_write_safe": True}

@@ -108,6 +108,26 @@ def _local_file(site: Path, base: str, url: str, page_url: str) -> tuple[Path | 
     return target, parsed.fragment
 
 
+LAUNCH = {
+    "Colab": re.compile(r"^https://colab\.research\.google\.com/github/[^/]+/[^/]+/blob/[^/]+/(?P<path>[^?#]+)$"),
+    "Binder": re.compile(r"^https://mybinder\.org/v2/gh/[^?]+\?urlpath=lab/tree/(?P<path>[^&#]+)$"),
+}
+
+
+def launch_problems(links: list[str], is_chapter: bool) -> list[str]:
+    """A chapter page needs a Colab and a Binder button, each opening a notebook (``.ipynb``)
+    that exists in the repository (Colab cannot open a MyST Markdown file)."""
+    problems = []
+    for name, pattern in LAUNCH.items():
+        paths = [m["path"] for m in map(pattern.match, links) if m]
+        if not paths:
+            problems += [f"no {name} button"] if is_chapter else []
+        for path in paths:
+            if not path.endswith(".ipynb") or not (ROOT / unquote(path)).is_file():
+                problems.append(f"the {name} button opens {path}, which is not a notebook in the repository")
+    return problems
+
+
 def check_page(binary: str, site: Path, base: str, page: Path, shots: Path, profile: str) -> list[str]:
     rel = page.relative_to(site).as_posix()
     url = base + rel
@@ -142,6 +162,7 @@ def check_page(binary: str, site: Path, base: str, page: Path, shots: Path, prof
             problems.append(f"broken link {href}")
         elif fragment and target == page and fragment not in parsed.ids:
             problems.append(f"link to a missing anchor #{fragment}")
+    problems += launch_problems(parsed.links, "tlbook-provenance" in dom)
     for src in parsed.images:
         if src.startswith("data:"):
             try:

@@ -46,3 +46,17 @@ def test_finds_tracebacks_broken_links_and_missing_images(tmp_path: Path):
     assert "Traceback" in bad and "broken link missing.html" in bad and "missing image missing.png" in bad
     assert "#nowhere" in bad and "no provenance header" in bad
     assert (shots / "book__good.png").stat().st_size > 5000
+
+
+def test_launch_buttons_must_open_notebooks_that_exist():
+    colab = "https://colab.research.google.com/github/o/r/blob/main/{}"
+    binder = "https://mybinder.org/v2/gh/o/r/main?urlpath=lab/tree/{}"
+    good = [colab.format("notebooks/first_transfer.ipynb"), binder.format("notebooks/first_transfer.ipynb")]
+    assert browser_check.launch_problems(good, is_chapter=True) == []
+    markdown = [colab.format("book/first_transfer.md"), binder.format("notebooks/missing.ipynb")]
+    assert browser_check.launch_problems(markdown, is_chapter=True) == [
+        "the Colab button opens book/first_transfer.md, which is not a notebook in the repository",
+        "the Binder button opens notebooks/missing.ipynb, which is not a notebook in the repository",
+    ]
+    assert browser_check.launch_problems([], is_chapter=True) == ["no Colab button", "no Binder button"]
+    assert browser_check.launch_problems([], is_chapter=False) == []

@@ -384,6 +384,23 @@ def test_progress_bars_follow_the_argument_then_the_environment(monkeypatch):
     assert train._progress_enabled(None) is True
 
 
+def test_fit_keeps_an_epoch_bar_with_the_latest_metrics_and_extraction_shows_one(capsys, monkeypatch):
+    """With progress on: a bar over the epochs that stays (its last state names the validation
+    accuracy), and feature extraction shows its own bar by default."""
+    from companion import transfer
+
+    x, y = torch.randn(40, 4), torch.arange(40) % 2
+    loader = transfer.feature_loader(x, y, 8)
+    train.fit(nn.Linear(4, 2), loader, loader, epochs=3, device="cpu", progress=True, verbose=False)
+    err = capsys.readouterr().err
+    assert "epochs" in err and "3/3" in err and "val accuracy=" in err
+    train.fit(nn.Linear(4, 2), loader, loader, epochs=1, device="cpu", progress=False, verbose=False)
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("TLBOOK_PROGRESS", "1")  # the default outside tests
+    transfer.extract_features(nn.Identity(), loader)
+    assert "features" in capsys.readouterr().err
+
+
 def _shuffled_linear_run(tmp_path, epochs, **kw):
     """A fast, shuffled, scheduled run of a linear model on fixed random data (for resume checks)."""
     torch.manual_seed(0)
