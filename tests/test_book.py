@@ -88,3 +88,25 @@ def test_every_chapter_ends_with_exercises_and_collapsed_hints():
         assert 3 <= len(numbered) <= 5, f"{md.name}: {len(numbered)} exercises"
         hints = re.findall(r"^:::\{admonition\} Hint\n:class: dropdown$", exercises, re.M)
         assert len(hints) >= len(numbered), f"{md.name}: every exercise needs a collapsed hint"
+
+
+def test_launchable_notebooks_are_generated_from_the_current_chapters():
+    """notebooks/NAME.ipynb (Colab, Binder) hold exactly the chapter's cells after the install cell."""
+    from edition import notebooks
+
+    assert notebooks.stale() == [], "Fix: python -m edition.notebooks"
+    nb = yaml.safe_load((ROOT / "notebooks" / "first_transfer.ipynb").read_text())  # JSON is YAML
+    first = nb["cells"][0]
+    assert first["metadata"]["tags"] == ["remove-cell"] and "import companion" in "".join(first["source"])
+    assert "pip" in "".join(first["source"]) and "git" in "".join(first["source"])
+    assert all(cell.get("outputs", []) == [] for cell in nb["cells"])  # inputs only
+
+
+def test_binder_installs_cpu_torch_the_companion_and_runs_quick():
+    binder = ROOT / "binder"
+    requirements = (binder / "requirements.txt").read_text()
+    assert "download.pytorch.org/whl/cpu" in requirements and "-r ../requirements.txt" in requirements
+    assert "pip install" in (binder / "postBuild").read_text() and "labconfig" in (binder / "postBuild").read_text()
+    assert "TLBOOK_PROFILE=quick" in (binder / "start").read_text()
+    for script in ("postBuild", "start"):
+        assert (binder / script).stat().st_mode & 0o111, f"binder/{script} must be executable"
