@@ -19,11 +19,12 @@ def is_chapter(md: Path) -> bool:
 
 
 def chapters(book: Path = BOOK) -> list[Path]:
-    """Every chapter under ``book`` (sub-folders included, ``_`` folders excluded), sorted."""
+    """Every chapter under ``book`` (sub-folders included, ``_`` and hidden folders such as
+    ``.ipynb_checkpoints`` excluded), sorted."""
     return [
         md
         for md in sorted(book.rglob("*.md"))
-        if not any(part.startswith("_") for part in md.relative_to(book).parts) and is_chapter(md)
+        if not any(part.startswith(("_", ".")) for part in md.relative_to(book).parts) and is_chapter(md)
     ]
 
 

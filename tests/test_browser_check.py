@@ -24,6 +24,8 @@ def test_finds_tracebacks_broken_links_and_missing_images(tmp_path: Path):
     (site / "index.html").write_text('<meta http-equiv="Refresh" content="0; url=book/good.html" />')
     (site / "book" / "good.html").write_text(
         '<html><body><h1 id="top">Fine</h1><a href="bad.html">bad</a><a href="#top">up</a>'
+        '<a href="https://colab.research.google.com/github/o/r/blob/main/notebooks/first_transfer.ipynb">Colab</a>'
+        '<a href="https://mybinder.org/v2/gh/o/r/main?urlpath=lab/tree/notebooks/first_transfer.ipynb">Binder</a>'
         '<div class="admonition warning tlbook-provenance">Executed in ...</div><div class="cell docutils container">x</div>'
         '<img src="logo.svg" width="200"><p>' + "text " * 400 + "</p></body></html>"
     )
