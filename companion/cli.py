@@ -12,8 +12,9 @@ each hold them. Without ``val/`` a seeded, class-stratified part (``--val-fracti
 out for validation.
 
 ``RUN_DIR`` receives ``config.json`` (what was asked), ``checkpoint.pt`` (training state after
-the last complete epoch, written atomically; ``--resume`` continues from it), ``model.pt`` (the
-finished model and its classes) and ``metrics.json`` (``val_accuracy``, ``val_loss``, history,
+the last complete epoch, written atomically; ``--resume`` continues from it), ``model.safetensors``
+(the finished model, with its architecture and classes in the file's metadata; loading it never
+unpickles anything; ``predict`` also reads the ``model.pt`` of older runs) and ``metrics.json`` (``val_accuracy``, ``val_loss``, history,
 sources of data and weights).
 
 Modes: ``scratch`` trains the architecture from random weights; ``feature`` freezes the
@@ -24,9 +25,11 @@ with batch-norm statistics frozen and smaller learning rates for lower stages.
 Several GPUs (or CPU processes): ``torchrun --nproc_per_node=N -m companion train ...`` trains
 data-parallel (``--batch-size`` per process; see :mod:`companion.distributed`).
 
-Bad input (missing folder, no images, one class, unknown model, weights unavailable offline,
-an existing run without ``--resume``) ends with one line on stderr, ``error: ...``, and exit
-status 2; unreadable image files are skipped and listed.
+Bad input (a missing folder or a file in its place, no images, one class, an argument out of
+its range, an unknown model, weights unavailable offline, an existing run without ``--resume``,
+a run folder another ``train`` is writing to) ends with one line on stderr, ``error: ...``,
+and exit status 2, before anything is written; unreadable image files are skipped and listed
+(README: the full list).
 """
 
 from __future__ import annotations
@@ -40,8 +43,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import data, distributed, hardware, models, provenance, recipes, train, transfer
-from .errors import CompanionError, ImageFolderError
+from . import data, distributed, export, hardware, models, provenance, recipes, train, transfer
+from .errors import CompanionError, ImageFolderError, UnreadableImageError
 
 MODES = ("scratch", "feature", "finetune")
 
@@ -54,7 +57,11 @@ def write_json(path: Path, obj: dict) -> None:
     train.atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2).encode()))
 
 
-def _prepare_run_dir(out: Path, config: dict, resume: bool) -> None:
+def _prepare_run_dir(out: Path, config: dict, resume: bool):
+    """Create or check ``RUN_DIR``, lock it (:func:`_lock_run_dir`) and write ``config.json``;
+    returns the lock, which the caller keeps for the run's duration."""
+    if out.exists() and not out.is_dir():
+        raise CompanionError(f"--out {out} is a file, not a folder. Fix: choose a folder for the run")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -62,13 +69,19 @@ def _prepare_run_dir(out: Path, config: dict, resume: bool) -> None:
         probe.unlink()
     except OSError as exc:
         raise CompanionError(f"cannot write to run folder {out} ({exc}). Fix: choose a writable --out folder") from exc
+    lock = _lock_run_dir(out)
     config_path = out / "config.json"
     if config_path.exists():
         if not resume:
             raise CompanionError(
                 f"{out} already holds a run. Fix: pass --resume to continue it, or choose another --out folder"
             )
-        old = json.loads(config_path.read_text())
+        try:
+            old = json.loads(config_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise CompanionError(
+                f"cannot resume {out}: its config.json is unreadable ({exc}). Fix: start a new run in another --out folder"
+            ) from None
         changed = [
             k
             for k in ("data_dir", "model", "mode", "classes", "image_size", "seed", "val_fraction")
@@ -80,6 +93,7 @@ def _prepare_run_dir(out: Path, config: dict, resume: bool) -> None:
                 f"({', '.join(f'{k}={old.get(k)!r}' for k in changed)}). Fix: use the same arguments, or another --out folder"
             )
     write_json(config_path, config)
+    return lock
 
 
 # ----------------------------------------------------------------------------- data
@@ -130,6 +144,44 @@ def _split_folder(root: Path, val_fraction: float, seed: int, train_tf, eval_tf)
 
 
 # ----------------------------------------------------------------------------- train
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Every numeric ``train`` argument against its meaning, before anything is read or written."""
+    import math
+
+    rules = [
+        ("--epochs", args.epochs, args.epochs >= 1, "1 or more"),
+        ("--batch-size", args.batch_size, args.batch_size >= 1, "1 or more"),
+        ("--lr", args.lr, math.isfinite(args.lr) and args.lr > 0, "a number above 0, e.g. 1e-3"),
+        ("--val-fraction", args.val_fraction, 0 < args.val_fraction < 1, "between 0 and 1, e.g. 0.2"),
+        ("--head-epochs", args.head_epochs, args.head_epochs >= 0, "0 or more"),
+        ("--image-size", args.image_size, args.image_size is None or args.image_size >= 8, "8 pixels or more"),
+        ("--workers", args.workers, args.workers is None or args.workers >= 0, "0 or more"),
+        ("--seed", args.seed, args.seed >= 0, "0 or more"),
+    ]
+    for name, value, ok, accepted in rules:
+        if not ok:
+            raise CompanionError(f"{name} must be {accepted}, got {value}")
+
+
+def _lock_run_dir(out: Path):
+    """Hold ``RUN_DIR/.lock`` for this process (released when it ends, even killed): a second
+    ``train`` on the same folder stops instead of writing over the first one's files. Returns
+    the open lock file (keep it); no lock where ``fcntl`` does not exist (Windows)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    handle = (out / ".lock").open("a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise CompanionError(
+            f"another `train` is writing to {out}. Fix: wait for it to finish, or choose another --out folder"
+        ) from None
+    return handle
 
 
 def _check_model_and_mode(name: str, mode: str) -> None:
@@ -237,6 +289,7 @@ def train_command(args: argparse.Namespace) -> dict:
     Started by ``torchrun --nproc_per_node=N``, the N processes train one model data-parallel
     (:mod:`companion.distributed`); ``--batch-size`` is then per process, and only the first
     process prints and writes to ``RUN_DIR``."""
+    _check_arguments(args)
     _check_model_and_mode(args.model, args.mode)
     device = distributed.init_from_environment(hardware.choose_device(args.device))
     try:
@@ -247,8 +300,6 @@ def train_command(args: argparse.Namespace) -> dict:
 
 def _train(args: argparse.Namespace, device: torch.device) -> dict:
     name, mode, main = args.model, args.mode, distributed.is_main()
-    if args.head_epochs < 0:
-        raise CompanionError(f"--head-epochs must be 0 or more, got {args.head_epochs}")
     say = print if main else (lambda *_: None)
     root, out = Path(args.data_dir), Path(args.out)
     hardware.seed_everything(args.seed)
@@ -256,8 +307,7 @@ def _train(args: argparse.Namespace, device: torch.device) -> dict:
     splits = _split_folder(root, args.val_fraction, args.seed, *_transforms(name, size, args.augment))
     train_ds, _, val_ds, classes = splits
     config = _run_config(args, root, size, classes)
-    if main:
-        _prepare_run_dir(out, config, args.resume)
+    lock = _prepare_run_dir(out, config, args.resume) if main else None  # noqa: F841 (held to the end)
     distributed.barrier()
     say(f"{len(train_ds)} training / {len(val_ds)} validation images, {len(classes)} classes: {', '.join(classes)}")
     say(
@@ -288,7 +338,7 @@ def _train(args: argparse.Namespace, device: torch.device) -> dict:
         "processes": distributed.world_size(),
     }
     if main:
-        train.save_checkpoint(out / "model.pt", model, config=config)
+        export.save_model(out / "model.safetensors", model, config)
         write_json(out / "metrics.json", metrics)
     say(
         f"validation accuracy {final['accuracy']:.3f} on {final['n']} images; model, checkpoint and metrics.json in {out}"
@@ -300,32 +350,42 @@ def _train(args: argparse.Namespace, device: torch.device) -> dict:
 
 
 def load_run(run_dir: str | Path) -> tuple[torch.nn.Module, dict]:
-    """The finished model of a run folder (``RUN_DIR/model.pt``) and its config (classes, model, size)."""
-    path = Path(run_dir) / "model.pt"
-    if not path.is_file():
+    """The finished model of a run folder and its config (classes, model, size):
+    ``RUN_DIR/model.safetensors``, or ``model.pt`` from runs written before the companion
+    exported safetensors (loaded with ``weights_only=True``)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        what = "does not exist" if not run_dir.exists() else "is a file, not a run folder"
+        raise CompanionError(f"run folder {run_dir} {what}. Fix: give the --out folder of a `train` run")
+    path, old = run_dir / "model.safetensors", run_dir / "model.pt"
+    if path.is_file():
+        state, config = export.read_model(path)
+    elif old.is_file():
+        ckpt = train.load_checkpoint(old)
+        state, config = ckpt["model"], ckpt["config"]
+    else:
         raise CompanionError(
-            f"no finished model in {run_dir} (expected {path}). Fix: run `python -m companion train ... --out {run_dir}` first"
+            f"no finished model in {run_dir} (expected {path.name}). Fix: run "
+            f"`python -m companion train ... --out {run_dir}` to the end (or with --resume)"
         )
-    config = train.load_checkpoint(path)["config"]
     model = models.create(config["model"], num_classes=len(config["classes"]))
-    train.load_checkpoint(path, model)
+    train.load_weights(model, state, what=str(path if path.is_file() else old))
     return model.eval(), config
 
 
 def predict_command(args: argparse.Namespace) -> list[dict]:
     """``python -m companion predict``: prints and returns the top-k classes of every image."""
-    from PIL import Image
-
+    if args.top_k < 1:
+        raise CompanionError(f"--top-k must be 1 or more, got {args.top_k}")
     model, config = load_run(args.run_dir)
     transform = models.eval_transform(config["model"], config["image_size"])
     k = min(args.top_k, len(config["classes"]))
     results, failed = [], []
     for image in args.images:
         try:
-            with Image.open(image) as im:
-                x = transform(im.convert("RGB")).unsqueeze(0)
-        except (OSError, ValueError) as exc:  # missing, not an image, truncated
-            print(f"error: cannot read {image}: {exc}", file=sys.stderr)
+            x = transform(data.read_image(image)).unsqueeze(0)
+        except UnreadableImageError as exc:  # every way a file can fail to be an image
+            print(f"skipped: {exc}", file=sys.stderr)
             failed.append(image)
             continue
         with torch.inference_mode():

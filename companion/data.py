@@ -435,5 +435,5 @@ def train_val_split(
 # Batch transforms, loaders and image folders live in modules of their own; ``companion.data``
 # keeps offering them, so that one import serves a chapter.
 from .batch_transforms import Augment, BatchTransform  # noqa: E402, F401
-from .folders import IMAGE_EXTENSIONS, check_image_folder, image_folder, with_transform  # noqa: E402, F401
+from .folders import IMAGE_EXTENSIONS, check_image_folder, image_folder, read_image, with_transform  # noqa: E402, F401
 from .loaders import ArrayLoader, make_loader  # noqa: E402, F401

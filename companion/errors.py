@@ -40,3 +40,8 @@ class ImageFolderError(CompanionError, ValueError):
 
 class TrainingDivergedError(CompanionError, FloatingPointError):
     """The training loss became NaN or infinite."""
+
+
+class UnreadableImageError(CompanionError, OSError):
+    """A file that cannot be read as an image; the message says why (missing, empty, not an
+    image, truncated, too large, a folder, no permission)."""

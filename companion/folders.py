@@ -4,52 +4,112 @@
 from __future__ import annotations
 
 import copy
+import os
+import warnings
 from pathlib import Path
 
+import numpy as np
 import torchvision
+from PIL import Image, UnidentifiedImageError
 
 from . import provenance
-from .errors import ImageFolderError
+from .errors import ImageFolderError, UnreadableImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """Read ``path`` as an RGB image: the one function through which the companion reads image
+    files (image folders, ``predict``), with one error policy.
+
+    Every valid PIL mode becomes RGB as a model expects it: grey (``1``, ``L``) repeated, palette
+    (``P``) looked up, transparency (``LA``, ``RGBA``, ``PA``) composited over white, ``CMYK``
+    converted, and 16-bit, 32-bit and float images (``I;16``, ``I``, ``F``) scaled from their
+    range to 0..255 (a plain ``convert("RGB")`` would clip them to white).
+
+    Raises:
+        UnreadableImageError: missing (or a broken link), a folder, no permission, empty, not an
+            image, truncated or corrupt, or larger than PIL's decompression-bomb limit.
+    """
+    path = Path(path)
+    try:
+        if path.is_dir():
+            raise UnreadableImageError(f"{path} is a folder, not an image file")
+        if path.stat().st_size == 0:
+            raise UnreadableImageError(f"{path} is empty (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()  # decodes every pixel: catches truncated files that verify() misses
+                return _to_rgb(image)
+    except UnreadableImageError:
+        raise
+    except FileNotFoundError:
+        raise UnreadableImageError(f"{path} does not exist (or is a broken link)") from None
+    except PermissionError:
+        raise UnreadableImageError(f"{path} cannot be read: permission denied") from None
+    except UnidentifiedImageError:
+        raise UnreadableImageError(f"{path} is not an image PIL can read") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise UnreadableImageError(f"{path} is too large to decode safely ({exc})") from None
+    except (OSError, ValueError, SyntaxError) as exc:  # truncated, corrupt, unsupported
+        raise UnreadableImageError(f"{path} is truncated or corrupt ({type(exc).__name__}: {exc})") from None
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` (any PIL mode) as RGB; see :func:`read_image`."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        pixels = np.asarray(image, dtype=np.float64)
+        low, high = float(pixels.min()), float(pixels.max())
+        scale = 255.0 / (high - low) if high > low else 0.0
+        grey = np.clip((pixels - low) * scale, 0, 255).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    if image.mode in ("LA", "RGBA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
 
 
 def check_image_folder(root: str | Path) -> tuple[list[str], list[tuple[Path, str]]]:
     """Check a folder of class sub-folders of images.
 
     Returns:
-        ``(classes, bad)``: the class names and ``(file, reason)`` for every image that cannot be
-        decoded (corrupt or truncated) or is not an image.
+        ``(classes, bad)``: the class names and ``(file, reason)`` for every file that is not an
+        image or cannot be read (:func:`read_image` says why). Hidden files and folders are left out.
 
     Raises:
-        ImageFolderError: the folder is missing, has no class sub-folders with images, or only one class.
+        ImageFolderError: the folder is missing, is a file, has no class sub-folders with
+            images, or only one class.
     """
-    from PIL import Image
+    classes, _, bad = _scan(Path(root))
+    return classes, bad
 
-    root = Path(root)
-    if not root.is_dir():
+
+def _scan(root: Path) -> tuple[list[str], set[str], list[tuple[Path, str]]]:
+    """``(classes, readable image files, bad files with reasons)`` of an image folder."""
+    if not root.exists():
         raise ImageFolderError(
             f"image folder {root} does not exist; give a folder with one sub-folder of images per class"
         )
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not root.is_dir():
+        raise ImageFolderError(f"{root} is a file, not a folder; give a folder with one sub-folder of images per class")
+    good: dict[str, set[str]] = {}
     bad: list[tuple[Path, str]] = []
-    counts = {}
-    for c in classes:
-        n = 0
+    for c in sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
+        good[c] = set()
         for f in sorted((root / c).rglob("*")):
-            if not f.is_file() or f.name.startswith("."):
+            if any(part.startswith(".") for part in f.relative_to(root).parts) or f.is_dir():
                 continue
             if f.suffix.lower() not in IMAGE_EXTENSIONS:
                 bad.append((f, f"not an image file (extension {f.suffix or 'none'})"))
                 continue
             try:
-                with Image.open(f) as im:
-                    im.load()  # decodes every pixel: catches truncated files that verify() misses
-                n += 1
-            except Exception as exc:  # PIL raises many types for broken files
-                bad.append((f, f"unreadable image ({type(exc).__name__}: {exc})"))
-        counts[c] = n
-    classes = [c for c in classes if counts[c] > 0]
+                read_image(f)
+                good[c].add(os.path.abspath(f))
+            except UnreadableImageError as exc:
+                bad.append((f, str(exc)))
+    classes = [c for c in good if good[c]]
     if not classes:
         raise ImageFolderError(
             f"no images found in {root}: expected {root}/<class name>/<image>.jpg with at least two classes"
@@ -58,7 +118,7 @@ def check_image_folder(root: str | Path) -> tuple[list[str], list[tuple[Path, st
         raise ImageFolderError(
             f"only one class ({classes[0]!r}) in {root}: a classifier needs at least two class sub-folders"
         )
-    return classes, bad
+    return classes, set().union(*good.values()), bad
 
 
 class _CheckedImageFolder(torchvision.datasets.ImageFolder):
@@ -76,8 +136,7 @@ def image_folder(root: str | Path, transform=None, *, report: bool = True) -> to
     """torchvision's ``ImageFolder`` over ``root`` after :func:`check_image_folder`; files that
     cannot be read are skipped and listed (never silently), sub-folders without a readable
     image are not classes."""
-    classes, bad = check_image_folder(root)
-    bad_files = {str(f) for f, _ in bad}
+    classes, readable, bad = _scan(Path(root))
     if report:
         for f, why in bad:
             print(f"[data] skipping {f}: {why}")
@@ -85,7 +144,8 @@ def image_folder(root: str | Path, transform=None, *, report: bool = True) -> to
         str(root),
         classes,
         transform=transform,
-        is_valid_file=lambda p: p.lower().endswith(IMAGE_EXTENSIONS) and p not in bad_files,
+        loader=read_image,
+        is_valid_file=lambda p: os.path.abspath(p) in readable,  # exactly the files checked and read
     )
     provenance.record(
         "data",

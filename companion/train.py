@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import pickle
+import re
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -242,18 +243,39 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None, *, strict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "Unsupported global" not in str(exc) and not _pickles_objects(path):  # damaged bytes
+            raise CheckpointError(
+                f"{path} is corrupt: not a PyTorch checkpoint, or damaged in writing or copying "
+                f"(the unpickler stopped at an invalid byte). Fix: use an intact copy, or train again"
+            ) from None
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
         raise CheckpointError(
-            f"refused to load {path}: it holds objects other than tensors and plain containers, and "
-            f"unpickling them could run arbitrary code ({str(exc).splitlines()[0]}). Only load files you trust, "
-            f"and re-save them as a plain state dict."
-        ) from exc
+            f"refused to load {path}: it holds objects other than tensors and plain containers "
+            f"({refused.group(1) if refused else 'an unknown class'}), and unpickling them could run arbitrary "
+            f"code. Only load files you trust, and re-save them as a plain state dict."
+        ) from None
     except (RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({exc})") from exc
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(
+            f"{path} is truncated or corrupt ({first}). Fix: use an intact copy, or train again"
+        ) from None
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise CheckpointError(f"{path} is not a companion checkpoint (no 'model' entry)")
     if model is not None:
         load_weights(model, ckpt["model"], strict=strict, what=str(path))
     return ckpt
+
+
+def _pickles_objects(path: Path) -> bool:
+    """Whether ``path`` is a well-formed pickle that names classes or functions (which the safe
+    loader refuses), read opcode by opcode without running any of it."""
+    import pickletools
+
+    try:
+        with open(path, "rb") as f:
+            return any(op.name in ("GLOBAL", "STACK_GLOBAL", "REDUCE") for op, _, _ in pickletools.genops(f))
+    except Exception:  # not a pickle at all: an invalid opcode, or cut short
+        return False
 
 
 def load_weights(

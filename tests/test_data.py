@@ -352,7 +352,7 @@ def test_hidden_files_and_classes_without_images_are_not_classes(photo_folder):
     (photo_folder / "coffee" / ".DS_Store").write_bytes(b"\x00")
     classes, bad = data.check_image_folder(photo_folder)
     assert classes == ["chelsea", "coffee"] and [f.name for f, _ in bad] == ["x.png"]
-    assert "unreadable image" in bad[0][1]
+    assert "is not an image PIL can read" in bad[0][1]
     ds = data.image_folder(photo_folder, report=False)
     assert ds.classes == ["chelsea", "coffee"] and len(ds) == 12
 

@@ -110,7 +110,13 @@ def test_torchrun_two_processes_match_one_and_resume(photo_folder_large: Path, t
     done = _torchrun("train", *common, "--epochs", "3", "--batch-size", "4", "--out", str(run))
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("validation accuracy") == 1  # printed by rank 0 only
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.json", "metrics.json", "model.pt"]
+    assert sorted(p.name for p in run.iterdir()) == [
+        ".lock",
+        "checkpoint.pt",
+        "config.json",
+        "metrics.json",
+        "model.safetensors",
+    ]
     resumed = _torchrun("train", *common, "--epochs", "4", "--batch-size", "4", "--out", str(run), "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout and resumed.stdout.count("epoch   4/4") == 1

@@ -493,8 +493,12 @@ def test_checkpoint_files_that_are_not_ours_are_named(tmp_path):
     with pytest.raises(CheckpointError, match=f"no checkpoint at {tmp_path / 'missing.pt'}"):
         train.load_checkpoint(tmp_path / "missing.pt")
     (tmp_path / "cut.pt").write_bytes(b"PK\x03\x04 truncated")
-    with pytest.raises(CheckpointError, match="cut.pt is not a readable PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match="cut.pt is truncated or corrupt"):
         train.load_checkpoint(tmp_path / "cut.pt")
+    (tmp_path / "noise.pt").write_bytes(bytes(range(256)) * 8)  # random bytes: corrupt, not unsafe
+    with pytest.raises(CheckpointError, match="noise.pt is corrupt") as caught:
+        train.load_checkpoint(tmp_path / "noise.pt")
+    assert "arbitrary code" not in str(caught.value)
     torch.save({"weights": {}}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match=r"other.pt is not a companion checkpoint \(no 'model' entry\)"):
         train.load_checkpoint(tmp_path / "other.pt")
