@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from . import hardware, train, transfer
+from .train import Loader
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 Features = tuple[torch.Tensor, torch.Tensor]
@@ -186,12 +187,12 @@ def fine_tune(
 
 def train_from_scratch(
     model: nn.Module,
-    train_loader: Iterable[Batch],
-    val_loader: Iterable[Batch] | None = None,
+    train_loader: Loader,
+    val_loader: Loader | None = None,
     *,
     epochs: int,
-    lr: float = 1e-3,
-    seed: int = 0,
+    lr=1e-3,
+    seed=0,
     **fit_kwargs,
 ) -> RecipeResult:
     """Every parameter of ``model`` trained from its current (random) weights: the baseline that

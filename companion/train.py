@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     import pandas
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+Loader = Iterable[Batch]
+Device = torch.device | str | None
 
 
 def _progress_enabled(progress: bool | None) -> bool:
@@ -140,12 +142,7 @@ def evaluate(
 
 
 def predict(
-    model: nn.Module,
-    loader: Iterable[Batch],
-    *,
-    preprocess: Callable | None = None,
-    device: torch.device | str | None = None,
-    progress: bool | None = None,
+    model: nn.Module, loader: Loader, *, preprocess: Callable | None = None, device: Device = None, progress=None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Class probabilities ``(N, K)`` and true labels ``(N,)`` for a whole loader, on the CPU."""
     return _collect(model, loader, preprocess, device, progress, "predict", lambda logits: logits.softmax(1))

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from . import distributed
-from .train import _collect, _forward_batches, _model_device, atomic_write
+from .train import Device, Loader, _collect, _forward_batches, _model_device, atomic_write
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -36,12 +36,7 @@ def under(name: str, prefixes: Iterable[str]) -> bool:
 
 
 def extract_features(
-    backbone: nn.Module,
-    loader: Iterable[Batch],
-    *,
-    preprocess: Callable | None = None,
-    device: torch.device | str | None = None,
-    progress: bool | None = None,
+    backbone: nn.Module, loader: Loader, *, preprocess: Callable | None = None, device: Device = None, progress=None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run a frozen ``backbone`` over a whole loader, in eval and inference mode.
 
