@@ -230,7 +230,7 @@ def _loaders(args: argparse.Namespace, device: torch.device):
 
 def _fit_feature_head(args, splits, loader, device, checkpoint: Path):
     """Feature mode: the frozen pretrained backbone's features of every image, extracted once (eval
-    transform, dataset order), then a new linear head trained on them (:func:`recipes.train_probe`).
+    transform, dataset order), then a new linear head trained on them (:func:`~companion.recipes.train_probe`).
 
     Returns ``(model, head, history)``: the backbone with the trained head in place, the head alone
     (what was trained), and ``fit``'s history.
@@ -259,8 +259,8 @@ def _fit_feature_head(args, splits, loader, device, checkpoint: Path):
 
 
 def _fit_network(args, splits, loader, device, checkpoint: Path):
-    """Scratch mode (:func:`recipes.train_from_scratch`, random weights) or finetune mode
-    (:func:`recipes.fine_tune`: pretrained weights, ``--head-epochs`` of the new head alone, then
+    """Scratch mode (:func:`~companion.recipes.train_from_scratch`, random weights) or finetune mode
+    (:func:`~companion.recipes.fine_tune`: pretrained weights, ``--head-epochs`` of the new head alone, then
     every stage with batch-norm statistics frozen and learning rates halving stage by stage from
     the head down). Returns ``(model, history)``."""
     train_ds, _, val_ds, classes = splits
