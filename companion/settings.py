@@ -1,15 +1,15 @@
 """Every environment variable the companion reads, in one place.
 
-========================== ============================================ ==========================
-variable                   what it sets                                 default
-========================== ============================================ ==========================
-``TLBOOK_PROFILE``         execution profile: smoke, quick or full      full on CUDA, else quick
-``TLBOOK_DEVICE``          device to run on: cuda, cuda:1, mps, cpu     the best available
-``TLBOOK_DATA``            where datasets and cached features live      ``~/.cache/tlbook/data``
-``TLBOOK_OFFLINE``         ``1``: never try to download                 downloads allowed
+=========================== ============================================ ==========================
+variable                    what it sets                                 default
+=========================== ============================================ ==========================
+``TLBOOK_PROFILE``          execution profile: smoke, quick or full      full on CUDA, else quick
+``TLBOOK_DEVICE``           device to run on: cuda, cuda:1, mps, cpu     the best available
+``TLBOOK_DATA``             where datasets and cached features live      ``~/.cache/tlbook/data``
+``TLBOOK_OFFLINE``          ``1``: never try to download                 downloads allowed
 ``TLBOOK_DOWNLOAD_TIMEOUT`` seconds before a download attempt gives up   20
-``TLBOOK_PROGRESS``        ``0``: no progress bars                      bars shown
-========================== ============================================ ==========================
+``TLBOOK_PROGRESS``         ``0``: no progress bars                      bars shown
+=========================== ============================================ ==========================
 
 torchrun's own variables (``WORLD_SIZE``, ``LOCAL_RANK``) are read by :mod:`companion.distributed`.
 """

@@ -506,9 +506,9 @@ def fit(
             (e.g. :class:`companion.transfer.MultiTaskNet`).
 
     Returns:
-        A dict per epoch: ``epoch``, ``train_loss``, ``train_accuracy``, ``lr``, ``seconds``, and
-        ``val_loss``, ``val_accuracy`` with a validation loader. Under torchrun see
-        :mod:`companion.distributed`.
+        The history, one dict per epoch with ``epoch``, ``train_loss``, ``train_accuracy``,
+        ``lr``, ``seconds``, and ``val_loss``, ``val_accuracy`` with a validation loader (under
+        torchrun see :mod:`companion.distributed`).
 
     Raises:
         TrainingDivergedError: the loss became NaN or infinite (the last checkpoint is kept).
