@@ -17,9 +17,32 @@ def learning_curves(
     for label, history in histories.items():
         ax.plot([h["epoch"] for h in history], [h[metric] for h in history], marker="o", label=label)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set_ylabel(metric.replace("_", " "))
     ax.grid(alpha=0.3)
     ax.legend()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def accuracy_vs_parameters(table, accuracy: str, chance: float | None = None, ax=None, title: str | None = None):
+    """One labelled point per row of ``table`` (a DataFrame with a ``"trainable parameters"``
+    column and an ``accuracy`` column, one row per method): what each method trains against
+    what it reaches, on a log scale of parameters; ``chance`` adds a reference line."""
+    ax = ax or plt.subplots(figsize=(6.5, 3.8))[1]
+    for label, row in table.iterrows():
+        ax.scatter(row["trainable parameters"], row[accuracy], zorder=3)
+        ax.annotate(str(label).split(" ")[0], (row["trainable parameters"], row[accuracy]),
+                    textcoords="offset points", xytext=(5, 4))  # fmt: skip
+    if chance is not None:
+        ax.axhline(chance, color="grey", ls=":", label=f"chance ({chance:.2f})")
+        ax.legend(loc="best")
+    ax.set_xscale("log")
+    ax.margins(x=0.2, y=0.1)  # room for the labels of the outermost points
+    ax.set_xlabel("trainable parameters (log scale)")
+    ax.set_ylabel(accuracy)
+    ax.grid(alpha=0.3, which="both")
     if title:
         ax.set_title(title)
     return ax
