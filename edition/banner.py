@@ -19,8 +19,13 @@ def _duration(seconds: float) -> str:
     return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
-def _where(prov: dict) -> str:
-    return prov["gpu"] or "a CPU"
+def _where(prov: dict, lang: str = "en") -> str:
+    return prov["gpu"] or ("CPU" if lang == "zh" else "a CPU")
+
+
+def _device(device: str, lang: str) -> str:
+    """``"a CPU"`` -> ``"CPU"`` in Chinese, which has no article."""
+    return device.removeprefix("an ").removeprefix("a ") if lang == "zh" else device
 
 
 def _sizes(summary: str) -> str:
@@ -33,50 +38,106 @@ def is_full_size(prov: dict) -> bool:
     return prov["profile"] == "full" and bool(prov.get("gpu"))
 
 
-def reference_header(prov: dict, changed_companion: tuple[str, ...] = ()) -> str:
+# The sentences of the header and the banner, in each language of the book (edition.languages).
+TEXT = {
+    "en": {
+        "facts": "Executed in the `{profile}` profile ({sizes}) on {device}, torch {torch}, commit `{commit}`, "
+        "{date}, run time {duration}.",
+        "full_title": "Outputs on this page: the reference run on {where}",
+        "small_title": "Outputs on this page: a `{profile}` run on {kind}",
+        "small": "These numbers come from a smaller run, not the book's full-size results: "
+        "the full GPU run of this version of the chapter is pending.",
+        "claims": "Claims of the text checked by this run: {claims}.",
+        "changed": "The companion package has changed since this run ({files}). The code on "
+        "this page is the code that ran, but re-running it now may print somewhat different numbers.",
+        "built": "These outputs come from the `{profile}` profile ({sizes}) on {device}, executed while "
+        "this website was built. ",
+        "smoke": "They show that the code runs, not what it achieves. ",
+        "pending": "The full GPU run of this version of the chapter is pending.",
+        "unused": "A stored reference run exists ({profile} on {where}, commit `{commit}`), but it is not shown: "
+        "{reason}.",
+        "built_title": "Outputs on this page: a `{profile}` run from the website build",
+        "gpu": "a GPU",
+        "cpu": "a CPU",
+        "uncommitted": " with uncommitted changes",
+        "join": "; ",
+    },
+    "zh": {
+        "facts": "在 `{profile}` 配置（{sizes}）下运行于 {device}，torch {torch}，提交 `{commit}`，{date}，"
+        "运行时间 {duration}。",
+        "full_title": "本页输出：在 {where} 上的参考运行",
+        "small_title": "本页输出：在{kind}上的 `{profile}` 运行",
+        "small": "这些数字来自规模较小的运行，并非本书的完整结果：本章这一版本在 GPU 上的完整运行尚未进行。",
+        "claims": "这次运行检验了正文的以下论断：{claims}。",
+        "changed": "这次运行之后，配套程序包 companion 有过改动（{files}）。本页的代码就是当时运行的代码，"
+        "但现在重新运行，打印出的数字可能略有不同。",
+        "built": "这些输出是构建本网站时，在 {device} 上以 `{profile}` 配置（{sizes}）执行得到的。",
+        "smoke": "它们只说明代码能够运行，并不代表方法能达到的效果。",
+        "pending": "本章这一版本在 GPU 上的完整运行尚未进行。",
+        "unused": "已有一次存储的参考运行（{profile}，{where}，提交 `{commit}`），但这里没有显示它：{reason}。",
+        "built_title": "本页输出：网站构建时的 `{profile}` 运行",
+        "gpu": " GPU ",
+        "cpu": " CPU ",
+        "uncommitted": "（含未提交的改动）",
+        "join": "；",
+    },
+}
+REASONS_ZH = {
+    "no stored reference run": "没有存储的参考运行",
+    "the chapter's code changed since the reference run": "参考运行之后，本章的代码有过改动",
+    "the companion changed since the reference run": "参考运行之后，配套程序包有过改动",
+}
+
+
+def _reason(reason: str, lang: str) -> str:
+    if lang == "zh":
+        for english, chinese in REASONS_ZH.items():
+            if reason.startswith(english):
+                return chinese + reason[len(english) :]
+    return reason
+
+
+def reference_header(prov: dict, changed_companion: tuple[str, ...] = (), lang: str = "en") -> str:
     """The admonition shown at the top of a page rendered from its stored reference run."""
-    commit = prov["commit"][:10] + (" with uncommitted changes" if prov.get("dirty") else "")
-    facts = (
-        f"Executed in the `{prov['profile']}` profile ({_sizes(prov.get('profile_summary', prov['profile']))}) "
-        f"on {prov['device']}, torch {prov['torch']}, commit `{commit}`, {prov['date'][:10]}, "
-        f"run time {_duration(prov['seconds'])}."
-    )
+    t = TEXT[lang]
+    commit = prov["commit"][:10] + (t["uncommitted"] if prov.get("dirty") else "")
+    sizes = _sizes(prov.get("profile_summary", prov["profile"]))
+    facts = t["facts"].format(
+        profile=prov["profile"], sizes=sizes, device=prov["device"], torch=prov["torch"], commit=commit,
+        date=prov["date"][:10], duration=_duration(prov["seconds"]),
+    )  # fmt: skip
     lines = [facts]
     if is_full_size(prov):
-        title, kind = f"Outputs on this page: the reference run on {_where(prov)}", "tip"
+        title, kind = t["full_title"].format(where=_where(prov, lang)), "tip"
     else:
-        title, kind = (
-            f"Outputs on this page: a `{prov['profile']}` run on {'a GPU' if prov['gpu'] else 'a CPU'}",
-            "warning",
-        )
-        lines.append(
-            "These numbers come from a smaller run, not the book's full-size results: "
-            "the full GPU run of this version of the chapter is pending."
-        )
+        title = t["small_title"].format(profile=prov["profile"], kind=t["gpu"] if prov["gpu"] else t["cpu"])
+        kind = "warning"
+        lines.append(t["small"])
     if prov.get("claims"):
-        lines.append("Claims of the text checked by this run: " + "; ".join(prov["claims"]) + ".")
+        lines.append(t["claims"].format(claims=t["join"].join(prov["claims"])))
     if changed_companion:
-        lines.append(
-            f"The companion package has changed since this run ({', '.join(changed_companion)}). The code on "
-            "this page is the code that ran, but re-running it now may print somewhat different numbers."
-        )
+        lines.append(t["changed"].format(files=", ".join(changed_companion)))
     return _admonition(title, kind, lines)
 
 
-def build_banner(profile, device: str, reason: str, prov: dict | None) -> str:
+def build_banner(profile, device: str, reason: str, prov: dict | None, lang: str = "en") -> str:
     """The admonition on a page whose outputs this build executed (no fresh reference)."""
+    t = TEXT[lang]
     lines = [
-        f"These outputs come from the `{profile.name}` profile ({_sizes(str(profile))}) on {device}, executed while "
-        "this website was built. "
-        + ("They show that the code runs, not what it achieves. " if profile.name == "smoke" else "")
-        + "The full GPU run of this version of the chapter is pending."
+        t["built"].format(profile=profile.name, sizes=_sizes(str(profile)), device=_device(device, lang))
+        + (t["smoke"] if profile.name == "smoke" else "")
+        + t["pending"]
     ]
     if prov is not None:
         lines.append(
-            f"A stored reference run exists ({prov['profile']} on {_where(prov)}, commit `{prov['commit'][:10]}`), "
-            f"but it is not shown: {reason}."
+            t["unused"].format(
+                profile=prov["profile"],
+                where=_where(prov, lang),
+                commit=prov["commit"][:10],
+                reason=_reason(reason, lang),
+            )
         )
-    return _admonition(f"Outputs on this page: a `{profile.name}` run from the website build", "warning", lines)
+    return _admonition(t["built_title"].format(profile=profile.name), kind="warning", lines=lines)
 
 
 def cache_key_cell(profile_name: str, device: str, companion_files: dict[str, str]) -> str:

@@ -18,14 +18,24 @@ def is_chapter(md: Path) -> bool:
     return text.startswith("---") and "kernelspec:" in text.split("\n---", 1)[0]
 
 
-def chapters(book: Path = BOOK) -> list[Path]:
-    """Every chapter under ``book`` (sub-folders included, ``_`` and hidden folders such as
-    ``.ipynb_checkpoints`` excluded), sorted."""
+def _all_chapters(book: Path) -> list[Path]:
     return [
         md
         for md in sorted(book.rglob("*.md"))
         if not any(part.startswith(("_", ".")) for part in md.relative_to(book).parts) and is_chapter(md)
     ]
+
+
+def chapters(book: Path = BOOK) -> list[Path]:
+    """Every English chapter under ``book`` (sub-folders included; ``_`` and hidden folders such as
+    ``.ipynb_checkpoints`` and the Chinese edition ``zh/`` excluded), sorted. These are the chapters
+    that run: a translation has the same code cells (:mod:`edition.languages`)."""
+    return [md for md in _all_chapters(book) if md.relative_to(book).parts[0] != "zh"]
+
+
+def translations(book: Path = BOOK) -> list[Path]:
+    """Every chapter of the Chinese edition (``book/zh/``), sorted."""
+    return [md for md in _all_chapters(book) if md.relative_to(book).parts[0] == "zh"]
 
 
 def chapter_id(md: Path, book: Path = BOOK) -> str:

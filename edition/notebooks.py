@@ -2,7 +2,8 @@
 
 Usage: python -m edition.notebooks [--check]
 
-Every chapter ``book/NAME.md`` becomes ``notebooks/NAME.ipynb``: the same cells, without
+Every chapter ``book/NAME.md`` becomes ``notebooks/NAME.ipynb`` (and its Chinese translation
+``book/zh/NAME.md``, ``notebooks/zh/NAME.ipynb``): the same cells, without
 outputs, after one extra first cell. That cell does nothing where the companion is installed
 (``make lab``, Binder); in a fresh Colab runtime it clones the book's repository, installs the
 companion with its ``[book]`` extra and moves into the repository's ``book/`` folder, so the
@@ -21,7 +22,7 @@ from pathlib import Path
 import nbformat
 import yaml
 
-from .chapters import BOOK, ROOT, chapter_id, chapters, read_notebook
+from .chapters import BOOK, ROOT, chapter_id, chapters, read_notebook, translations
 
 NOTEBOOKS = ROOT / "notebooks"
 
@@ -71,10 +72,17 @@ def target(md: Path) -> Path:
     return NOTEBOOKS / f"{chapter_id(md, BOOK)}.ipynb"
 
 
+def launchable_chapters() -> list[Path]:
+    """The chapters of both editions: each has a launchable notebook."""
+    return chapters() + translations()
+
+
 def stale() -> list[Path]:
     """Chapters whose notebook is missing or out of date."""
     return [
-        md for md in chapters() if not target(md).exists() or target(md).read_text(encoding="utf-8") != launchable(md)
+        md
+        for md in launchable_chapters()
+        if not target(md).exists() or target(md).read_text(encoding="utf-8") != launchable(md)
     ]
 
 
@@ -86,10 +94,10 @@ def main(argv: list[str]) -> int:
         if out_of_date:
             print("Fix: python -m edition.notebooks")
         return 1 if out_of_date else 0
-    for md in chapters():
+    for md in launchable_chapters():
         target(md).parent.mkdir(parents=True, exist_ok=True)
         target(md).write_text(launchable(md), encoding="utf-8")
-    print(f"{len(chapters())} notebooks in {NOTEBOOKS.relative_to(ROOT)}/")
+    print(f"{len(launchable_chapters())} notebooks in {NOTEBOOKS.relative_to(ROOT)}/")
     return 0
 
 

@@ -17,8 +17,8 @@ from sphinx.application import Sphinx
 from sphinx.errors import ExtensionError
 from sphinx.util import logging
 
-from . import banner, store
-from .chapters import chapter_id, chapters
+from . import banner, languages, store
+from .chapters import chapter_id, chapters, translations
 from .status import chapter_status
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,12 @@ def _build_device() -> str:
 
 
 def on_builder_inited(app: Sphinx) -> None:
-    """Decide fresh / stale / missing for every chapter, once; an unreadable reference stops the build."""
+    """Decide fresh / stale / missing for every chapter, once; an unreadable reference, or a page
+    without its counterpart in the other language, stops the build. A Chinese chapter takes its
+    English chapter's status: it shows the outputs of the same code."""
+    missing = languages.missing_counterparts(Path(app.srcdir))
+    if missing:
+        raise ExtensionError("every page needs its counterpart in the other language: " + "; ".join(missing))
     book = Path(app.srcdir) / "book"
     reference_dir = Path(app.config.tlbook_reference_dir or book / "_reference")
     companion = store.companion_files()
@@ -47,6 +52,10 @@ def on_builder_inited(app: Sphinx) -> None:
             raise ExtensionError(str(exc)) from None
         app.tlbook_status[f"book/{chapter_id(md, book)}"] = status
         logger.info(f"[reference edition] {status.chapter}: {status.state} ({status.reason})")
+    for md in translations(book):
+        english = f"book/{chapter_id(md, book).removeprefix(languages.ZH + '/')}"
+        if english in app.tlbook_status:
+            app.tlbook_status[f"book/{chapter_id(md, book)}"] = app.tlbook_status[english]
     app.tlbook_companion = companion
 
 
@@ -75,12 +84,19 @@ def _prime_cache(app: Sphinx, docname: str, text: str, status) -> None:
 
 
 def on_source_read(app: Sphinx, docname: str, source: list[str]) -> None:
+    """Under every book page's title: the language switch, then, on a chapter, where its outputs come from."""
     status = getattr(app, "tlbook_status", {}).get(docname)
-    if status is None:
-        return
+    if status is not None:
+        _insert_outputs_header(app, docname, source, status)
+    if docname.startswith("book/"):
+        source[0] = banner.insert_under_title(source[0], languages.switch_block(docname))
+
+
+def _insert_outputs_header(app: Sphinx, docname: str, source: list[str], status) -> None:
+    lang = languages.language(docname)
     if status.fresh:
         text = banner.insert_under_title(
-            source[0], banner.reference_header(status.provenance, status.changed_companion)
+            source[0], banner.reference_header(status.provenance, status.changed_companion, lang)
         )
         _prime_cache(app, docname, text, status)
     else:
@@ -92,7 +108,7 @@ def on_source_read(app: Sphinx, docname: str, source: list[str]) -> None:
         except ProfileError as exc:  # BOOK_PROFILE=typo: say so instead of a traceback
             raise ExtensionError(f"{exc} (make book BOOK_PROFILE=...)") from None
         device = _build_device()
-        block = banner.build_banner(profile, device, status.reason, status.provenance)
+        block = banner.build_banner(profile, device, status.reason, status.provenance, lang)
         block += "\n" + banner.cache_key_cell(profile.name, device, app.tlbook_companion)
         text = banner.insert_under_title(source[0], block)
     source[0] = text
@@ -111,11 +127,12 @@ def _launch_buttons(buttons) -> list[dict]:
 
 
 def on_html_page_context(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
-    """Point a chapter's launch buttons at its launchable notebook (``notebooks/NAME.ipynb``,
-    :mod:`edition.notebooks`): Colab cannot open a MyST Markdown file, and a notebook opens as a
+    """Declare the page's language, and point a chapter's launch buttons at its launchable notebook
+    (``notebooks/NAME.ipynb``, :mod:`edition.notebooks`): Colab cannot open a MyST Markdown file, and a notebook opens as a
     notebook in any JupyterLab. Runs after sphinx-book-theme built the buttons (priority 501)."""
     if not pagename.startswith("book/"):
         return
+    context["language"] = languages.HTML_LANG[languages.language(pagename)]  # <html lang="zh-CN"> in book/zh/
     name = pagename.removeprefix("book/")
     if not (Path(app.srcdir) / "notebooks" / f"{name}.ipynb").exists():
         return

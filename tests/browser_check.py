@@ -128,6 +128,69 @@ def launch_problems(links: list[str], is_chapter: bool) -> list[str]:
     return problems
 
 
+SWITCH = re.compile(r'<div class="tlbook-lang[^"]*"[^>]*>(.*?)</div>', re.S)
+HTML_LANG = re.compile(r"<html[^>]*\blang=\"([^\"]+)\"")
+
+
+def language_problems(rel: str, dom: str) -> list[str]:
+    """A book page declares its language (``zh-CN`` under ``book/zh/``, ``en`` elsewhere) and, under
+    its title, links to the same page in the other language."""
+    chinese = rel.startswith("book/zh/")
+    expected = "zh-CN" if chinese else "en"
+    declared = HTML_LANG.search(dom)
+    problems = [] if declared and declared.group(1) == expected else [f'<html lang="{expected}"> missing']
+    counterpart = rel.replace("book/zh/", "book/", 1) if chinese else rel.replace("book/", "book/zh/", 1)
+    switch = SWITCH.search(dom)
+    hrefs = re.findall(r'href="([^"#]+)', switch.group(1)) if switch else []
+    targets = {urlparse(urljoin("http://site/" + rel, href)).path.lstrip("/") for href in hrefs}
+    if counterpart not in targets:
+        problems.append(f"no language switch to {counterpart}")
+    return problems
+
+
+GLYPHS = """(() => {
+  const paragraphs = [...document.querySelectorAll('main p, p')];
+  const text = paragraphs.find(p => /[\u4e00-\u9fff]/.test(p.textContent) && !p.closest('.tlbook-lang, .admonition'))
+    || paragraphs[0];
+  const c = document.createElement('canvas'); c.width = 64; c.height = 64;
+  const g = c.getContext('2d');
+  g.font = getComputedStyle(text).font.replace(/[0-9.]+px/, '40px');
+  const shape = ch => { g.clearRect(0, 0, 64, 64); g.fillText(ch, 4, 48);
+    return Array.from(g.getImageData(0, 0, 64, 64).data.filter((_, i) => i % 4 == 3), a => a > 127 ? 1 : 0).join(''); };
+  const shapes = [...CHARS].map(shape);
+  const cjk = (document.body.innerText.match(/[\u4e00-\u9fff]/g) || []).length;
+  return {font: g.font, distinct: new Set(shapes).size, blank: shapes.filter(s => !s.includes('1')).length, cjk};
+})()"""
+
+
+async def _measure_glyphs(port: int, url: str, chars: str) -> dict:
+    from cdp import open_tab
+
+    page = await open_tab(port)
+    await page.call("Page.navigate", url=url)
+    await page.until("document.readyState == 'complete' && document.fonts.status == 'loaded'", 30)
+    return await page.js(GLYPHS.replace("CHARS", repr(chars)))
+
+
+def glyph_problems(binary: str, url: str, chars: str = "迁移学习卷积池化", profile_dir: str = "") -> list[str]:
+    """Chinese text on the page at ``url`` renders with real glyphs: each of ``chars``, drawn in the
+    font of the page's body text, has ink and a shape of its own. A missing glyph is drawn as the same
+    empty box for every character (Chromium without a CJK font: install Debian's ``fonts-noto-cjk``)."""
+    import asyncio
+
+    from cdp import chromium
+
+    with tempfile.TemporaryDirectory() as tmp, chromium(binary, profile_dir or tmp) as port:
+        found = asyncio.run(_measure_glyphs(port, url, chars))
+    problems = [] if found["cjk"] >= 50 else [f"only {found['cjk']} Chinese characters on the page"]
+    if found["blank"] or found["distinct"] < len(chars):
+        problems.append(
+            f"missing glyphs: {len(chars)} characters drew {found['distinct']} distinct shapes, {found['blank']} "
+            f"blank, in {found['font']!r}. Fix: apt-get install fonts-noto-cjk"
+        )
+    return problems
+
+
 def check_page(binary: str, site: Path, base: str, page: Path, shots: Path, profile: str) -> list[str]:
     rel = page.relative_to(site).as_posix()
     url = base + rel
@@ -163,6 +226,9 @@ def check_page(binary: str, site: Path, base: str, page: Path, shots: Path, prof
         elif fragment and target == page and fragment not in parsed.ids:
             problems.append(f"link to a missing anchor #{fragment}")
     problems += launch_problems(parsed.links, "tlbook-provenance" in dom)
+    landed = page.relative_to(site).as_posix()
+    if landed.startswith("book/"):
+        problems += language_problems(landed, dom)
     for src in parsed.images:
         if src.startswith("data:"):
             try:
@@ -179,6 +245,13 @@ def check_page(binary: str, site: Path, base: str, page: Path, shots: Path, prof
     return problems
 
 
+def _report(name: str, problems: list[str]) -> bool:
+    print(f"{'ok' if not problems else 'FAIL':4s} {name}")
+    for problem in problems:
+        print(f"     {problem}")
+    return bool(problems)
+
+
 def main(site_dir: str = str(ROOT / "_build" / "html")) -> int:
     site = Path(site_dir)
     if not (site / "index.html").exists():
@@ -193,12 +266,9 @@ def main(site_dir: str = str(ROOT / "_build" / "html")) -> int:
     try:
         with tempfile.TemporaryDirectory() as profile:
             for page in pages(site):
-                problems = check_page(binary, site, base, page, shots, profile)
-                status = "ok" if not problems else "FAIL"
-                print(f"{status:4s} {page.relative_to(site)}")
-                for problem in problems:
-                    print(f"     {problem}")
-                failures += bool(problems)
+                failures += _report(str(page.relative_to(site)), check_page(binary, site, base, page, shots, profile))
+            zh_intro = "book/zh/intro.html"
+            failures += _report(f"{zh_intro} (glyphs)", glyph_problems(binary, base + zh_intro))
     finally:
         server.shutdown()
     print(f"{len(pages(site))} pages checked, {failures} with problems; screenshots in {shots}")

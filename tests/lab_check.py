@@ -14,16 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,63 +27,14 @@ CHAPTER = "first_transfer.md"
 SHOT = ROOT / "_build" / "screenshots" / "jupyterlab_first_transfer.png"
 sys.path.insert(0, str(Path(__file__).parent))
 from browser_check import find_chromium  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for(url: str, seconds: float) -> bytes:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            return urllib.request.urlopen(url, timeout=5).read()
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
-
-
-class _Page:
-    """One Chromium tab driven over the DevTools protocol."""
-
-    def __init__(self, socket) -> None:
-        self.socket, self.next_id = socket, 0
-
-    async def call(self, method: str, **params) -> dict:
-        self.next_id += 1
-        await self.socket.write_message(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:
-            message = json.loads(await self.socket.read_message())
-            if message.get("id") == self.next_id:
-                return message.get("result", message)
-
-    async def js(self, expression: str):
-        result = await self.call("Runtime.evaluate", expression=expression, returnByValue=True)
-        return result.get("result", {}).get("value")
-
-    async def until(self, expression: str, seconds: float):
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            value = await self.js(expression)
-            if value:
-                return value
-            await asyncio.sleep(0.5)
-        return None
-
+from cdp import chromium, free_port, open_tab, wait_for  # noqa: E402
 
 LISTED = f"[...document.querySelectorAll('.jp-DirListing-item')].find(e => e.textContent.includes('{CHAPTER}'))"
 DOUBLE_CLICK = f"(() => {{ const item = {LISTED}; item.dispatchEvent(new MouseEvent('dblclick', {{bubbles: true}})); return true; }})()"
 
 
 async def _open_chapter(chromium_port: int, url: str) -> list[str]:
-    from tornado.websocket import websocket_connect
-
-    targets = json.loads(_wait_for(f"http://127.0.0.1:{chromium_port}/json", 30))
-    tab = next(t for t in targets if t["type"] == "page")
-    page = _Page(await websocket_connect(tab["webSocketDebuggerUrl"], max_message_size=64 * 2**20))
+    page = await open_tab(chromium_port)
     await page.call("Page.navigate", url=url)
     if not await page.until(f"Boolean({LISTED})", 90):
         return [f"JupyterLab's file browser never listed book/{CHAPTER}"]
@@ -104,7 +51,7 @@ async def _open_chapter(chromium_port: int, url: str) -> list[str]:
 
 
 def main() -> int:
-    lab_port, chromium_port, token = _free_port(), _free_port(), secrets.token_hex(16)
+    lab_port, token = free_port(), secrets.token_hex(16)
     root_flag = ["--allow-root"] if os.geteuid() == 0 else []
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "JUPYTER_RUNTIME_DIR": tmp, "TLBOOK_PROFILE": "smoke"}
@@ -115,17 +62,12 @@ def main() -> int:
              f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp}", *root_flag],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
         )  # fmt: skip
-        chromium = subprocess.Popen(
-            [find_chromium(), "--headless", "--no-sandbox", "--disable-gpu", f"--remote-debugging-port={chromium_port}",
-             f"--user-data-dir={tmp}/chromium", "--window-size=1400,1000", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
         try:
-            _wait_for(f"http://127.0.0.1:{lab_port}/api/status?token={token}", 90)
+            wait_for(f"http://127.0.0.1:{lab_port}/api/status?token={token}", 90)
             url = f"http://127.0.0.1:{lab_port}/lab/tree/book?token={token}&reset"
-            problems = asyncio.run(_open_chapter(chromium_port, url))
+            with chromium(find_chromium(), f"{tmp}/chromium") as chromium_port:
+                problems = asyncio.run(_open_chapter(chromium_port, url))
         finally:
-            chromium.terminate()
             lab.terminate()
             lab.wait(timeout=30)
     for problem in problems:

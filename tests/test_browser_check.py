@@ -22,8 +22,19 @@ def test_finds_tracebacks_broken_links_and_missing_images(tmp_path: Path):
     (site / "book").mkdir(parents=True)
     shutil.copy(PNG, site / "book" / "logo.svg")
     (site / "index.html").write_text('<meta http-equiv="Refresh" content="0; url=book/good.html" />')
+    switch = '<div class="tlbook-lang docutils container"><p><a href="{}">other language</a></p></div>'
+    (site / "book" / "zh").mkdir()
+    (site / "book" / "zh" / "good.html").write_text(
+        '<html lang="zh-CN"><meta charset="utf-8"><body><h1>好</h1>'
+        + switch.format("../good.html")
+        + "<p>"
+        + "文字 " * 400
+        + "</p></body></html>"
+    )
     (site / "book" / "good.html").write_text(
-        '<html><body><h1 id="top">Fine</h1><a href="bad.html">bad</a><a href="#top">up</a>'
+        '<html lang="en"><body><h1 id="top">Fine</h1>'
+        + switch.format("zh/good.html")
+        + '<a href="bad.html">bad</a><a href="#top">up</a>'
         '<a href="https://colab.research.google.com/github/o/r/blob/main/notebooks/first_transfer.ipynb">Colab</a>'
         '<a href="https://mybinder.org/v2/gh/o/r/main?urlpath=lab/tree/notebooks/first_transfer.ipynb">Binder</a>'
         '<div class="admonition warning tlbook-provenance">Executed in ...</div><div class="cell docutils container">x</div>'
@@ -43,8 +54,9 @@ def test_finds_tracebacks_broken_links_and_missing_images(tmp_path: Path):
         }
     finally:
         server.shutdown()
-    assert problems["index.html"] == [] and problems["good.html"] == []
+    assert problems["index.html"] == [] and problems["good.html"] == [], problems
     bad = " | ".join(problems["bad.html"])
+    assert '<html lang="en"> missing' in bad and "no language switch to book/zh/bad.html" in bad
     assert "Traceback" in bad and "broken link missing.html" in bad and "missing image missing.png" in bad
     assert "#nowhere" in bad and "no provenance header" in bad
     assert (shots / "book__good.png").stat().st_size > 5000
@@ -62,3 +74,27 @@ def test_launch_buttons_must_open_notebooks_that_exist():
     ]
     assert browser_check.launch_problems([], is_chapter=True) == ["no Colab button", "no Binder button"]
     assert browser_check.launch_problems([], is_chapter=False) == []
+
+
+def test_language_rules():
+    dom = '<html lang="zh-CN"><div class="tlbook-lang docutils container"><a href="../x.html">English</a></div>'
+    assert browser_check.language_problems("book/zh/x.html", dom) == []
+    assert browser_check.language_problems("book/zh/y.html", dom) == ["no language switch to book/y.html"]
+    assert browser_check.language_problems("book/x.html", dom) == [
+        '<html lang="en"> missing',
+        "no language switch to book/zh/x.html",
+    ]
+
+
+def test_missing_glyphs_are_found(tmp_path: Path):
+    """Private-use code points have a glyph in no font: they are drawn as one and the same box."""
+    (tmp_path / "zh.html").write_text(
+        '<html lang="zh-CN"><meta charset="utf-8"><body><p>' + "迁移学习卷积池化" * 20 + "</p></body></html>"
+    )
+    server, base = browser_check._serve(tmp_path)
+    try:
+        assert browser_check.glyph_problems(CHROMIUM, base + "zh.html") == []
+        missing = browser_check.glyph_problems(CHROMIUM, base + "zh.html", chars="\ue000\ue001\ue002")
+    finally:
+        server.shutdown()
+    assert len(missing) == 1 and missing[0].startswith("missing glyphs: 3 characters drew 1 distinct shapes")
