@@ -72,7 +72,7 @@ class Profile:
 # name, train / validation / test images per class, epochs, pixels, batch, label budgets, description
 _ROWS = [
     ("smoke", 20, 10, 20, 3, 64, 50, (5, 20),
-     "CI and nbval: tiny real subsets, each chapter well under a minute on 2 CPU cores"),
+     "CI and nbval: tiny real subsets, each chapter in about a minute or less on 2 CPU cores"),
     ("quick", 50, 50, 100, 4, 96, 32, (10, 50),
      "the default without CUDA (a laptop, Binder): each chapter in at most 10 minutes on 2 CPU cores, 50 "
      "labelled real images per class at 96 px, enough to show and assert each chapter's lesson"),

@@ -464,6 +464,40 @@ def test_published_table_is_recorded_as_a_source_with_a_plain_index():
     assert provenance.sources()["data fashion_mnist/benchmarks"].startswith("published results table in /usr/share/doc")
 
 
+def test_without_the_debian_copy_the_published_table_is_downloaded_once(tmp_path, monkeypatch):
+    """A reader who got Fashion-MNIST from torchvision has no Debian README: the table comes from
+    the dataset's GitHub README instead, downloaded once and cached."""
+    readme = gzip.open(data.DEBIAN_FASHION_MNIST_README, "rb").read()
+    expected = data.fashion_mnist_benchmarks()
+    requested = []
+
+    class Response:
+        def read(self):
+            return readme
+
+    def urlopen(url):
+        requested.append(url)
+        return Response()
+
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_README", tmp_path / "absent.md.gz")
+    monkeypatch.setenv("TLBOOK_DATA", str(tmp_path / "data"))
+    monkeypatch.setattr("urllib.request.urlopen", urlopen)
+    assert data.fashion_mnist_benchmarks().equals(expected) and data.fashion_mnist_benchmarks().equals(expected)
+    assert requested == [data.FASHION_MNIST_README]  # the second call read the cached copy
+    assert provenance.sources()["data fashion_mnist/benchmarks"].startswith(
+        f"published results table in {data.FASHION_MNIST_README} (cached in"
+    )
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["fashion-mnist-README.md"]  # no temporary file
+
+
+def test_offline_without_the_debian_copy_the_published_table_names_both_fixes(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_README", tmp_path / "absent.md.gz")
+    monkeypatch.setenv("TLBOOK_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("TLBOOK_OFFLINE", "1")
+    with pytest.raises(DatasetUnavailableError, match="apt-get install dataset-fashion-mnist.*internet"):
+        data.fashion_mnist_benchmarks()
+
+
 # ----------------------------------------------------------------------------- exact on-disk formats
 
 

@@ -99,8 +99,10 @@ def test_a_chinese_chapter_ends_with_exercises_and_collapsed_hints(md: Path):
     headings = re.findall(r"^## (.+)$", text, re.M)
     assert headings and headings[-1].strip() == "练习", f"{md.name} does not end with ## 练习"
     english = (BOOK / md.name).read_text(encoding="utf-8")
-    en_headings = re.findall(r"^#{1,3} ", english, re.M)
-    assert len(re.findall(r"^#{1,3} ", text, re.M)) == len(en_headings), f"{md.name}: other sections than English"
+    en_headings = re.findall(r"^#{1,3} ", _prose(english), re.M)
+    assert len(re.findall(r"^#{1,3} ", _prose(text), re.M)) == len(en_headings), (
+        f"{md.name}: other sections than English"
+    )
     hints = len(re.findall(r"^:::\{admonition\} 提示\n:class: dropdown$", text, re.M))
     assert hints == len(re.findall(r"^:::\{admonition\} Hint\n:class: dropdown$", english, re.M)), md.name
 
