@@ -49,8 +49,9 @@ def toc_docnames(root: Path = ROOT) -> list[str]:
             names.append(entry["file"])
             walk(entry.get("sections", []))
 
+    walk(toc.get("chapters", []) + toc.get("sections", []))  # a book without parts, an article
     for part in toc.get("parts", []):
-        walk(part["chapters"])
+        walk(part.get("chapters", []))
     return names
 
 

@@ -170,20 +170,39 @@ def test_every_book_chapter_is_found():
     assert not any(name.startswith("_") for name in found)
 
 
-def _build(root: Path) -> str:
+def _translate(root: Path) -> None:
+    """The Chinese counterpart of the tiny chapter: its prose translated, its code cells the same."""
+    english = (root / "book" / "tiny.md").read_text()
+    (root / "book" / "zh").mkdir(exist_ok=True)
+    chinese = english.replace("# A tiny chapter", "# 一个很小的章节").replace("Some prose.", "一些正文。")
+    (root / "book" / "zh" / "tiny.md").write_text(chinese.replace("More prose.", "更多正文。"))
+
+
+TINY_TOC = "format: jb-book\nroot: book/tiny\nchapters:\n  - file: book/zh/tiny\n"
+
+
+def _jupyter_book(root: Path, toc: str = TINY_TOC) -> subprocess.CompletedProcess:
+    """Build the tiny book (both languages) with the edition's extension, warnings as errors."""
+    _translate(root)
     (root / "_config.yml").write_text(
         "title: tiny\nonly_build_toc_files: true\nexecute:\n  execute_notebooks: cache\n  timeout: 120\n"
         f"sphinx:\n  local_extensions:\n    edition: {ROOT}\n  config:\n    nb_execution_raise_on_error: true\n"
     )
-    (root / "_toc.yml").write_text("format: jb-book\nroot: book/tiny\n")
-    done = subprocess.run(
+    (root / "_toc.yml").write_text(toc)
+    return subprocess.run(
         [str(Path(sys.executable).parent / "jupyter-book"), "build", str(root), "-W", "-n", "--keep-going"],
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+def _build(root: Path) -> tuple[str, str, str]:
+    """The English page, the Chinese page and the build's log."""
+    done = _jupyter_book(root)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return (root / "_build" / "html" / "book" / "tiny.html").read_text()
+    html = root / "_build" / "html" / "book"
+    return (html / "tiny.html").read_text(), (html / "zh" / "tiny.html").read_text(), done.stdout + done.stderr
 
 
 @pytest.mark.slow
@@ -193,14 +212,32 @@ def test_the_website_shows_a_fresh_reference_and_executes_a_stale_chapter(stored
     nb = nbformat.read(path, as_version=4)  # mark the stored output: the page must show it, not a re-run
     nb.cells[[c.cell_type for c in nb.cells].index("code")].outputs[0]["text"] = "answer from the stored run\n"
     nbformat.write(nb, path)
-    html = _build(root)
+    html, zh, log = _build(root)
     assert "answer from the stored run" in html and "answer 42" not in html, "a fresh chapter is not executed"
     assert banner.CSS_CLASS in html and "Executed in the" in html and "smoke" in html
+    assert "answer from the stored run" in zh and "一些正文。" in zh, "the Chinese page shows the same reference"
+    assert banner.CSS_CLASS in zh and "本页输出" in zh, "with its header in Chinese"
     (root / "book" / "tiny.md").write_text(CHAPTER.replace("6 * 7", "6 * 7 + 0"))
-    html = _build(root)
+    html, zh, log = _build(root)
     assert "answer 42" in html and "answer from the stored run" not in html, "a stale chapter runs at build time"
     assert banner.CSS_CLASS in html and "executed while" in html and "not shown" in html
     assert "code changed since the reference run" in html
+    assert "answer 42" in zh and "参考运行之后，本章的代码有过改动" in zh
+    assert log.count("Executing notebook") == 1, "the Chinese page shows the English run, it does not execute"
+
+
+@pytest.mark.slow
+def test_both_languages_link_to_each_other_and_declare_their_language(stored, tmp_path):
+    html, zh, _ = _build(_copy(stored, tmp_path))
+    assert '<html lang="en"' in html and '<html lang="zh-CN"' in zh
+    assert 'href="zh/tiny.html"' in html and 'href="../tiny.html"' in zh
+    assert "一个很小的章节" in zh
+
+
+@pytest.mark.slow
+def test_the_build_stops_on_a_page_without_its_counterpart(stored, tmp_path):
+    done = _jupyter_book(_copy(stored, tmp_path), toc="format: jb-book\nroot: book/tiny\n")  # zh/tiny not listed
+    assert done.returncode != 0 and "book/tiny.md has no counterpart" in done.stdout + done.stderr
 
 
 def test_results_json_keeps_reference_times_per_profile_and_device(stored, monkeypatch, tmp_path):
