@@ -116,7 +116,7 @@ def test_the_chinese_api_page_documents_the_same_modules_without_indexing_them_t
     assert ":keyprefix: zh-" in (BOOK / "zh" / "bibliography.md").read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("name", ["alexnet", "mnist_mobilenet"])
+@pytest.mark.parametrize("name", ["alexnet", "first_transfer", "vgg16_objects", "mnist_mobilenet"])
 def test_corrections_of_common_chinese_tutorial_claims_are_boxed(name: str):
     """The claims common in Chinese tutorials that the book corrects stand in a 原文勘误 box."""
     text = (BOOK / "zh" / f"{name}.md").read_text(encoding="utf-8")
