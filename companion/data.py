@@ -345,9 +345,8 @@ def _fashion_mnist_readme() -> tuple[list[str], str]:
     """The lines of Fashion-MNIST's README and where they came from: the copy the Debian package
     ships, else the dataset's GitHub repository (downloaded, cached under :func:`data_root`)."""
     if DEBIAN_FASHION_MNIST_README.exists():
-        return gzip.open(DEBIAN_FASHION_MNIST_README, "rt", encoding="utf-8").readlines(), str(
-            DEBIAN_FASHION_MNIST_README
-        )
+        with gzip.open(DEBIAN_FASHION_MNIST_README, "rt", encoding="utf-8") as readme:
+            return readme.readlines(), str(DEBIAN_FASHION_MNIST_README)
     cached = data_root() / "fashion-mnist-README.md"
     if not cached.exists():
         import urllib.request

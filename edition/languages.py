@@ -69,12 +69,11 @@ def missing_counterparts(root: Path = ROOT) -> list[str]:
 
 def switch_block(docname: str) -> str:
     """MyST Markdown for the language switch under a page's title: a link to the counterpart."""
-    other = counterpart(docname)
-    link = f"{Path(other).name}.md" if language(docname) == "en" else f"../{Path(other).name}.md"
+    name = Path(counterpart(docname)).name
     if language(docname) == "en":
-        line = f"**English** · [中文]({ZH}/{link})"
+        line = f"**English** · [中文]({ZH}/{name}.md)"
     else:
-        line = f"[English]({link}) · **中文**"
+        line = f"[English](../{name}.md) · **中文**"
     return f"```{{container}} {SWITCH_CLASS}\n{line}\n```\n"
 
 
@@ -89,13 +88,18 @@ def front_matter(text: str) -> str:
     return text[: end + 4] if end != -1 else ""
 
 
+def _texts_and_cells(translation: Path, book: Path) -> tuple[str, str, list[str], list[str]]:
+    """The English and Chinese texts of a chapter and the code cells of each."""
+    english = english_source(translation, book).read_text(encoding="utf-8")
+    chinese = translation.read_text(encoding="utf-8")
+    return english, chinese, CODE_CELL.findall(english), CODE_CELL.findall(chinese)
+
+
 def code_drift(translation: Path, book: Path = BOOK) -> list[str]:
     """How a Chinese chapter's code differs from its English chapter's: a sentence per difference
     (front matter, number of code cells, each differing cell with its options); empty when none."""
-    english = english_source(translation, book).read_text(encoding="utf-8")
-    chinese = translation.read_text(encoding="utf-8")
+    english, chinese, en_cells, zh_cells = _texts_and_cells(translation, book)
     problems = [] if front_matter(english) == front_matter(chinese) else ["the front matter differs"]
-    en_cells, zh_cells = CODE_CELL.findall(english), CODE_CELL.findall(chinese)
     if len(en_cells) != len(zh_cells):
         problems.append(f"{len(zh_cells)} code cells, the English chapter has {len(en_cells)}")
     problems += [f"code cell {i} differs" for i, (a, b) in enumerate(zip(en_cells, zh_cells), 1) if a != b]
@@ -106,9 +110,7 @@ def sync_code(translation: Path, book: Path = BOOK) -> bool:
     """Copy the English chapter's front matter and code cells, in order, into its translation (the
     prose stays); ``True`` when the file changed. Refuses when the number of cells differs: then the
     translation needs a translator, not a copy."""
-    english = english_source(translation, book).read_text(encoding="utf-8")
-    chinese = translation.read_text(encoding="utf-8")
-    en_cells, zh_cells = CODE_CELL.findall(english), CODE_CELL.findall(chinese)
+    english, chinese, en_cells, zh_cells = _texts_and_cells(translation, book)
     if len(en_cells) != len(zh_cells):
         raise ValueError(f"{translation}: {len(zh_cells)} code cells, {len(en_cells)} in English: translate the change")
     cells = iter(en_cells)

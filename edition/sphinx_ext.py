@@ -53,7 +53,7 @@ def on_builder_inited(app: Sphinx) -> None:
         app.tlbook_status[f"book/{chapter_id(md, book)}"] = status
         logger.info(f"[reference edition] {status.chapter}: {status.state} ({status.reason})")
     for md in translations(book):
-        english = f"book/{chapter_id(md, book).removeprefix(languages.ZH + '/')}"
+        english = f"book/{chapter_id(languages.english_source(md, book), book)}"
         if english in app.tlbook_status:
             app.tlbook_status[f"book/{chapter_id(md, book)}"] = app.tlbook_status[english]
     app.tlbook_companion = companion
