@@ -341,7 +341,8 @@ def _train(args: argparse.Namespace, device: torch.device) -> dict:
         export.save_model(out / "model.safetensors", model, config)
         write_json(out / "metrics.json", metrics)
     say(
-        f"validation accuracy {final['accuracy']:.3f} on {final['n']} images; model, checkpoint and metrics.json in {out}"
+        f"validation accuracy {final['accuracy']:.3f} on {final['n']} images; model, checkpoint and metrics.json in "
+        f"{provenance.short_paths(str(out))}"
     )
     return metrics
 
@@ -392,7 +393,7 @@ def predict_command(args: argparse.Namespace) -> list[dict]:
             probs = model(x).softmax(1)[0]
         top = probs.topk(k)
         ranked = [(config["classes"][i], float(p)) for p, i in zip(top.values, top.indices)]
-        print(f"{image}: " + ", ".join(f"{c} {p:.3f}" for c, p in ranked))
+        print(f"{provenance.short_paths(str(image))}: " + ", ".join(f"{c} {p:.3f}" for c, p in ranked))
         results.append({"image": str(image), "top": ranked})
     if failed:
         raise CompanionError(

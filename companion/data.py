@@ -13,8 +13,10 @@ cannot be had raises :class:`~companion.errors.DatasetUnavailableError` saying h
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
+import io
 import os
 import pickle
 import shutil
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     import pandas
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+DEBIAN_FASHION_MNIST_ORIGIN = "Debian package dataset-fashion-mnist"
 DATASETS = ("fashion_mnist", "mnist", "cifar10")
 FASHION_MNIST_CLASSES = [
     "T-shirt/top",
@@ -53,6 +56,15 @@ FASHION_MNIST_CLASSES = [
 def data_root() -> Path:
     """Where datasets are stored and looked for: ``$TLBOOK_DATA``, else ``~/.cache/tlbook/data``."""
     root = settings.data_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def work_root() -> Path:
+    """Where a chapter writes (runs, cached features, image folders): ``$TLBOOK_WORK``, else
+    ``~/.cache/tlbook/work``. Kept apart from :func:`data_root` so that a run can start from an
+    empty one while it still reads the shared datasets."""
+    root = settings.work_dir()
     root.mkdir(parents=True, exist_ok=True)
     return root
 
@@ -113,16 +125,19 @@ class ArrayImageDataset(torch.utils.data.Dataset):
 
 
 def _try_download(fn, what: str):
-    """Run a torchvision download with a short socket timeout; ``None`` when offline."""
+    """Run a download with a short socket timeout; ``None`` when offline or when it fails.
+
+    Prints nothing: the caller announces what it uses instead in one ``NOTE:`` line, or raises an
+    error that says how to get ``what``. torchvision's own progress output is silenced.
+    """
     if settings.offline():
         return None
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(settings.download_timeout())
     try:
-        return fn()
-    except (OSError, RuntimeError) as exc:  # URLError is an OSError
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [""]
-        print(f"[data] could not download {what} ({type(exc).__name__}: {lines[-1][:100]})")
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            return fn()
+    except (OSError, RuntimeError):  # URLError is an OSError; torchvision wraps failures in RuntimeError
         return None
     finally:
         socket.setdefaulttimeout(previous)
@@ -155,10 +170,10 @@ def _fashion_mnist(split: str) -> ArrayImageDataset:
             with gzip.open(gz, "rb") as fin, open(tmp, "wb") as fout:
                 shutil.copyfileobj(fin, fout)
             os.replace(tmp, raw / gz.stem)
-        (raw / "ORIGIN").write_text(f"Debian package dataset-fashion-mnist ({DEBIAN_FASHION_MNIST})")
+        (raw / "ORIGIN").write_text(DEBIAN_FASHION_MNIST_ORIGIN)
     ds, origin = _torchvision_dataset(torchvision.datasets.FashionMNIST, split, "Fashion-MNIST")
     if (raw / "ORIGIN").exists():
-        origin = (raw / "ORIGIN").read_text()
+        origin = DEBIAN_FASHION_MNIST_ORIGIN
     if ds is None:
         raise DatasetUnavailableError(
             "Fashion-MNIST not found. Fix: on Debian/Ubuntu `sudo apt-get install dataset-fashion-mnist` "
@@ -346,7 +361,7 @@ def _fashion_mnist_readme() -> tuple[list[str], str]:
     ships, else the dataset's GitHub repository (downloaded, cached under :func:`data_root`)."""
     if DEBIAN_FASHION_MNIST_README.exists():
         with gzip.open(DEBIAN_FASHION_MNIST_README, "rt", encoding="utf-8") as readme:
-            return readme.readlines(), str(DEBIAN_FASHION_MNIST_README)
+            return readme.readlines(), f"the README of {DEBIAN_FASHION_MNIST_ORIGIN}"
     cached = data_root() / "fashion-mnist-README.md"
     if not cached.exists():
         import urllib.request

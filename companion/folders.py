@@ -139,7 +139,7 @@ def image_folder(root: str | Path, transform=None, *, report: bool = True) -> to
     classes, readable, bad = _scan(Path(root))
     if report:
         for f, why in bad:
-            print(f"[data] skipping {f}: {why}")
+            print(f"[data] skipping {provenance.short_paths(str(f))}: {why}")
     ds = _CheckedImageFolder(
         str(root),
         classes,

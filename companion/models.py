@@ -185,7 +185,7 @@ def _torchvision_state_dict(name: str) -> dict[str, torch.Tensor]:
     path = _hub_checkpoint_path(weights.url)
     cached = os.path.exists(path)
     if not cached and settings.offline():
-        reason = "TLBOOK_OFFLINE=1 forbids downloads"
+        reason = settings.offline_reason()
     else:
         previous = socket.getdefaulttimeout()
         socket.setdefaulttimeout(settings.download_timeout())

@@ -9,19 +9,27 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import sysconfig
 
 import torch
+
+from . import settings
 
 _SOURCES: dict[str, str] = {}
 
 
 def short_paths(text: str) -> str:
-    """``text`` with this machine's install and home folders shortened for a reader:
-    ``site-packages/...`` for installed packages, ``~/...`` under the home folder."""
-    site_packages = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}
-    for prefix in sorted(site_packages, key=len, reverse=True):
-        text = text.replace(prefix.rstrip(os.sep) + os.sep, "site-packages" + os.sep)
+    """``text`` with this machine's folders written as a reader can use them: ``$TLBOOK_WORK/...``
+    and ``$TLBOOK_DATA/...`` where those variables are set, ``site-packages/...`` for installed
+    packages, ``~/...`` under the home folder."""
+    prefixes = {sysconfig.get_paths()[k]: "site-packages" for k in ("purelib", "platlib")}
+    for variable in (settings.WORK, settings.DATA):
+        if os.environ.get(variable):
+            prefixes[os.environ[variable]] = f"${variable}"
+    for prefix in sorted(prefixes, key=len, reverse=True):
+        folder = prefix.rstrip(os.sep)
+        text = re.sub(re.escape(folder) + r"(?=$|[\s/'\":,;)\]])", prefixes[prefix], text)
     home = os.path.expanduser("~").rstrip(os.sep)
     return text.replace(home + os.sep, "~" + os.sep) if home not in ("", os.sep) else text
 

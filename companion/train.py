@@ -29,7 +29,7 @@ try:  # notebook progress bars need ipywidgets; without it, plain text bars (and
 except ImportError:
     from tqdm.std import tqdm
 
-from . import distributed, hardware, settings
+from . import distributed, hardware, provenance, settings
 from .errors import CheckpointError, TrainingDivergedError
 
 if TYPE_CHECKING:
@@ -586,7 +586,7 @@ def _resume_point(checkpoint, model: nn.Module, parts: tuple, verbose: bool) -> 
     _restore(ckpt, *parts)
     start = int(ckpt["epoch"]) + 1
     if verbose and distributed.is_main():
-        print(f"resumed from {checkpoint} after epoch {start}")
+        print(f"resumed from {provenance.short_paths(str(checkpoint))} after epoch {start}")
     return list(ckpt.get("history", [])), start
 
 

@@ -242,18 +242,18 @@ def cached_features(
     The cache key hashes everything the features depend on: the backbone's weights and
     structure, the images and labels of this exact subset, and the input transform; a stale
     entry can therefore never be returned. Entries live in memory and, with ``cache_dir``
-    (default ``$TLBOOK_DATA/features``), on disk (written atomically).
+    (default ``$TLBOOK_WORK/features``), on disk (written atomically).
 
     Returns ``features (N, D)`` and ``labels (N,)`` on the CPU.
     """
     from pathlib import Path
 
-    from .data import data_root, make_loader
+    from .data import make_loader, work_root
 
     key = _fingerprint(backbone, dataset.images, dataset.labels, preprocess)
     if key in _MEMORY_CACHE:
         return _MEMORY_CACHE[key]
-    folder = Path(cache_dir) if cache_dir is not None else data_root() / "features"
+    folder = Path(cache_dir) if cache_dir is not None else work_root() / "features"
     path = folder / f"{key}.pt"
     if path.exists():
         stored = torch.load(path, map_location="cpu", weights_only=True)

@@ -1,18 +1,25 @@
 """``make reference``: execute chapters in a profile and store them, with their provenance.
 
 Each chapter runs in a fresh kernel (nbclient, errors fatal), in its own folder, with the profile
-in ``TLBOOK_PROFILE``. A chapter that fails stores nothing and the others still run; every
+in ``TLBOOK_PROFILE``. Runs are hermetic: every chapter gets a fresh, empty ``TLBOOK_WORK`` for what
+it writes (runs, cached features, image folders, checkpoints), removed afterwards, and reads only
+datasets and weights from the shared cache. ``TLBOOK_OFFLINE`` is decided once for all chapters, so
+an offline machine makes no failing download. A chapter that fails stores nothing and the others still run; every
 finished chapter is stored at once and its run time written to ``benchmarks/results.json``, so an
 interrupted run keeps what it finished.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
@@ -64,6 +71,21 @@ def source_revision(md: Path) -> tuple[str, bool | None]:
     return commit, bool(changes)
 
 
+@contextlib.contextmanager
+def hermetic_env(profile: str) -> Iterator[dict[str, str]]:
+    """The environment of one chapter's run: ``profile``, no progress bars, ``TLBOOK_OFFLINE`` as
+    asked or as probed, and a fresh ``TLBOOK_WORK``, removed when the run ends."""
+    from companion import settings
+
+    offline = os.environ.get("TLBOOK_OFFLINE") or ("0" if settings.network_reachable() else "1")
+    work = tempfile.mkdtemp(prefix="tlbook-work-")
+    try:
+        yield {**os.environ, "TLBOOK_PROFILE": profile, "TLBOOK_PROGRESS": "0", "TLBOOK_OFFLINE": offline,
+               settings.WORK: work}  # fmt: skip
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def execute(md: Path, profile: str, timeout: int) -> tuple[nbformat.NotebookNode, dict, float]:
     """Run the chapter; return the executed notebook, what its kernel reported, and the seconds it took.
 
@@ -72,13 +94,13 @@ def execute(md: Path, profile: str, timeout: int) -> tuple[nbformat.NotebookNode
     """
     nb = read_notebook(md)
     nb.cells.append(nbformat.v4.new_code_cell(_PROBE))
-    env = {**os.environ, "TLBOOK_PROFILE": profile, "TLBOOK_PROGRESS": "0"}
     client = NotebookClient(
         nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(md.parent)}}
     )
     start = time.perf_counter()
     try:
-        client.execute(env=env)
+        with hermetic_env(profile) as env:
+            client.execute(env=env)
     except (CellExecutionError, TimeoutError) as exc:
         kept = FAILED_DIR / f"{chapter_id(md, md.parent)}.ipynb"
         store.save(nb, kept)

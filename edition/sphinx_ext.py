@@ -11,6 +11,8 @@ not track (the references, the companion).
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 from sphinx.application import Sphinx
@@ -94,9 +96,10 @@ def on_source_read(app: Sphinx, docname: str, source: list[str]) -> None:
 
 def _insert_outputs_header(app: Sphinx, docname: str, source: list[str], status) -> None:
     lang = languages.language(docname)
+    link = (Path(app.srcdir) / "book" / "performance.md").exists()  # where full-size figures are
     if status.fresh:
         text = banner.insert_under_title(
-            source[0], banner.reference_header(status.provenance, status.changed_companion, lang)
+            source[0], banner.reference_header(status.provenance, status.changed_companion, lang, link)
         )
         _prime_cache(app, docname, text, status)
     else:
@@ -108,10 +111,23 @@ def _insert_outputs_header(app: Sphinx, docname: str, source: list[str], status)
         except ProfileError as exc:  # BOOK_PROFILE=typo: say so instead of a traceback
             raise ExtensionError(f"{exc} (make book BOOK_PROFILE=...)") from None
         device = _build_device()
-        block = banner.build_banner(profile, device, status.reason, status.provenance, lang)
+        _fresh_work_dir(app, docname)
+        block = banner.build_banner(profile, device, status.reason, status.provenance, lang, link)
         block += "\n" + banner.cache_key_cell(profile.name, device, app.tlbook_companion)
         text = banner.insert_under_title(source[0], block)
     source[0] = text
+
+
+def _fresh_work_dir(app: Sphinx, docname: str) -> None:
+    """Give the chapter this build is about to execute an empty ``TLBOOK_WORK`` (its kernel inherits
+    the environment), as :mod:`edition.run` does: no page shows what an earlier execution wrote."""
+    from companion import settings
+
+    folder = Path(app.outdir).parent / "tlbook-work" / docname.replace("/", "-")
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    os.environ[settings.WORK] = str(folder)
+    os.environ.setdefault("TLBOOK_OFFLINE", "0" if settings.network_reachable() else "1")
 
 
 LAUNCHERS = ("Colab", "Binder", "JupyterHub")

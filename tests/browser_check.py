@@ -20,7 +20,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 from html.parser import HTMLParser
 from pathlib import Path
@@ -178,9 +177,9 @@ def glyph_problems(binary: str, url: str, chars: str = "迁移学习卷积池化
     empty box for every character (Chromium without a CJK font: install Debian's ``fonts-noto-cjk``)."""
     import asyncio
 
-    from cdp import chromium
+    from cdp import chromium, profile_folder
 
-    with tempfile.TemporaryDirectory() as tmp, chromium(binary, profile_dir or tmp) as port:
+    with profile_folder() as tmp, chromium(binary, profile_dir or tmp) as port:
         found = asyncio.run(_measure_glyphs(port, url, chars))
     problems = [] if found["cjk"] >= 50 else [f"only {found['cjk']} Chinese characters on the page"]
     if found["blank"] or found["distinct"] < len(chars):
@@ -257,6 +256,8 @@ def main(site_dir: str = str(ROOT / "_build" / "html")) -> int:
     if not (site / "index.html").exists():
         print(f"browser check: no website in {site}. Fix: run `make book` first")
         return 1
+    from cdp import profile_folder
+
     binary = find_chromium()
     shots = ROOT / "_build" / "screenshots"
     shutil.rmtree(shots, ignore_errors=True)
@@ -264,7 +265,7 @@ def main(site_dir: str = str(ROOT / "_build" / "html")) -> int:
     server, base = _serve(site)
     failures = 0
     try:
-        with tempfile.TemporaryDirectory() as profile:
+        with profile_folder() as profile:
             for page in pages(site):
                 failures += _report(str(page.relative_to(site)), check_page(binary, site, base, page, shots, profile))
             zh_intro = "book/zh/intro.html"

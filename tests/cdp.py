@@ -9,10 +9,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import shutil
+import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -69,18 +74,65 @@ async def open_tab(chromium_port: int) -> Page:
     return Page(await websocket_connect(tab["webSocketDebuggerUrl"], max_message_size=64 * 2**20))
 
 
+def _processes_using(folder: str) -> list[int]:
+    """Process ids whose command line names ``folder`` (Chromium and its helpers: renderers,
+    zygote, crashpad handler all carry the profile path)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if folder.encode() in (entry / "cmdline").read_bytes() and int(entry.name) != os.getpid():
+                found.append(int(entry.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
+def stop_processes_using(folder: str, seconds: float = 15.0) -> None:
+    """SIGTERM every process that names ``folder``, wait for them to exit, SIGKILL what is left."""
+    deadline, sig = time.monotonic() + seconds, signal.SIGTERM
+    while pids := _processes_using(folder):
+        if time.monotonic() > deadline:
+            sig = signal.SIGKILL
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, sig)
+        time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def profile_folder():
+    """A fresh Chromium profile folder; removed only once no process uses it any more (a dying
+    Chromium still writes to ``Default/``), and removal tolerates what such a process leaves."""
+    folder = tempfile.mkdtemp(prefix="tlbook-chromium-")
+    try:
+        yield folder
+    finally:
+        stop_processes_using(folder)
+        for _ in range(5):
+            shutil.rmtree(folder, ignore_errors=True)
+            if not os.path.exists(folder):
+                break
+            time.sleep(0.5)
+
+
 @contextlib.contextmanager
 def chromium(binary: str, profile_dir: str, window: str = "1400,1000"):
-    """A headless Chromium with its DevTools port open on loopback; yields the port."""
+    """A headless Chromium with its DevTools port open on loopback; yields the port. On exit the
+    browser and every helper process it started have stopped."""
     port = free_port()
     process = subprocess.Popen(
         [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--no-first-run", f"--remote-debugging-port={port}",
          f"--user-data-dir={profile_dir}", f"--window-size={window}", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     try:
         yield port
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+        stop_processes_using(profile_dir)

@@ -27,7 +27,7 @@ CHAPTER = "first_transfer.md"
 SHOT = ROOT / "_build" / "screenshots" / "jupyterlab_first_transfer.png"
 sys.path.insert(0, str(Path(__file__).parent))
 from browser_check import find_chromium  # noqa: E402
-from cdp import chromium, free_port, open_tab, wait_for  # noqa: E402
+from cdp import chromium, free_port, open_tab, profile_folder, wait_for  # noqa: E402
 
 LISTED = f"[...document.querySelectorAll('.jp-DirListing-item')].find(e => e.textContent.includes('{CHAPTER}'))"
 DOUBLE_CLICK = f"(() => {{ const item = {LISTED}; item.dispatchEvent(new MouseEvent('dblclick', {{bubbles: true}})); return true; }})()"
@@ -65,7 +65,7 @@ def main() -> int:
         try:
             wait_for(f"http://127.0.0.1:{lab_port}/api/status?token={token}", 90)
             url = f"http://127.0.0.1:{lab_port}/lab/tree/book?token={token}&reset"
-            with chromium(find_chromium(), f"{tmp}/chromium") as chromium_port:
+            with profile_folder() as profile, chromium(find_chromium(), profile) as chromium_port:
                 problems = asyncio.run(_open_chapter(chromium_port, url))
         finally:
             lab.terminate()

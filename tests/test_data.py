@@ -461,12 +461,15 @@ def test_image_folder_of_colour_images_with_spaces_in_class_names(tmp_path):
 def test_published_table_is_recorded_as_a_source_with_a_plain_index():
     table = data.fashion_mnist_benchmarks()
     assert list(table.index) == list(range(len(table)))
-    assert provenance.sources()["data fashion_mnist/benchmarks"].startswith("published results table in /usr/share/doc")
+    assert provenance.sources()["data fashion_mnist/benchmarks"] == (
+        "published results table in the README of Debian package dataset-fashion-mnist"
+    )
 
 
 def test_without_the_debian_copy_the_published_table_is_downloaded_once(tmp_path, monkeypatch):
     """A reader who got Fashion-MNIST from torchvision has no Debian README: the table comes from
     the dataset's GitHub README instead, downloaded once and cached."""
+    monkeypatch.setenv("TLBOOK_OFFLINE", "0")  # a reader with internet (the download is mocked)
     readme = gzip.open(data.DEBIAN_FASHION_MNIST_README, "rb").read()
     expected = data.fashion_mnist_benchmarks()
     requested = []
@@ -557,7 +560,7 @@ def test_fashion_mnist_is_unpacked_once_from_the_debian_package(monkeypatch, tmp
         "train-images-idx3-ubyte",
         "train-labels-idx1-ubyte",
     ]
-    assert (raw / "ORIGIN").read_text() == f"Debian package dataset-fashion-mnist ({data.DEBIAN_FASHION_MNIST})"
+    assert (raw / "ORIGIN").read_text() == "Debian package dataset-fashion-mnist"  # no machine path
     assert test.source == f"real Fashion-MNIST (10000 test images), {(raw / 'ORIGIN').read_text()}"
     monkeypatch.setattr(data.gzip, "open", lambda *a, **k: pytest.fail("unpacked a second time"))
     assert torch.equal(data._fashion_mnist("test").labels, test.labels)
@@ -597,7 +600,7 @@ def test_train_val_split_is_disjoint_balanced_and_seeded(fashion_small):
         data.train_val_split(train, 16, 5)
 
 
-def test_sources_show_short_paths_and_a_failed_download_says_why_in_one_line(monkeypatch, capsys):
+def test_sources_show_short_paths_and_a_failed_download_prints_nothing(monkeypatch, capsys, tmp_path):
     import os
     import sysconfig
 
@@ -605,14 +608,43 @@ def test_sources_show_short_paths_and_a_failed_download_says_why_in_one_line(mon
     home = os.path.expanduser("~")
     assert provenance.short_paths(f"file {site_packages}/pkg/w.pth") == "file site-packages/pkg/w.pth"
     assert provenance.short_paths(f"in {home}/.cache/x and /usr/share/y") == "in ~/.cache/x and /usr/share/y"
-    monkeypatch.delenv("TLBOOK_OFFLINE", raising=False)
+    monkeypatch.setenv("TLBOOK_WORK", str(tmp_path / "w"))
+    monkeypatch.setenv("TLBOOK_DATA", str(tmp_path / "d"))
+    assert provenance.short_paths(f"{tmp_path}/w/runs/a {tmp_path}/d: {tmp_path}/wx") == (
+        f"$TLBOOK_WORK/runs/a $TLBOOK_DATA: {tmp_path}/wx"
+    )
+    monkeypatch.setenv("TLBOOK_OFFLINE", "0")
 
     def offline():
+        print("Downloading https://example.org/x.gz")
         raise RuntimeError(
             "Error downloading x.gz:\nTried https://example.org/, got:\n<urlopen error [Errno -2] Name or service not known>\n"
         )
 
     assert data._try_download(offline, "MNIST") is None
-    assert capsys.readouterr().out == (
-        "[data] could not download MNIST (RuntimeError: <urlopen error [Errno -2] Name or service not known>)\n"
-    )
+    assert capsys.readouterr() == ("", "")  # the caller says what it uses instead, in one NOTE line
+    monkeypatch.setenv("TLBOOK_OFFLINE", "1")
+    assert data._try_download(lambda: pytest.fail("no download attempt when offline"), "MNIST") is None
+
+
+def test_offline_is_probed_once_when_not_set(monkeypatch):
+    import socket
+
+    from companion import settings
+
+    calls = []
+
+    def unreachable(address, timeout):
+        calls.append(address)
+        raise OSError("Name or service not known")
+
+    monkeypatch.delenv("TLBOOK_OFFLINE", raising=False)
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    settings.network_reachable.cache_clear()
+    try:
+        assert settings.offline() and settings.offline() and calls == [settings.PROBE_HOST]
+        assert "cannot be reached" in settings.offline_reason()
+        monkeypatch.setenv("TLBOOK_OFFLINE", "0")
+        assert not settings.offline() and len(calls) == 1  # asked for: downloads are tried
+    finally:
+        settings.network_reachable.cache_clear()

@@ -8,6 +8,7 @@ reference`` writes.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -73,6 +74,44 @@ def test_reference_records_its_run(stored):
     assert len([c for c in nb.cells if c.cell_type == "code"]) == 2  # the chapter's two cells, no probe
 
 
+HERMETIC = """---
+jupytext:
+  text_representation: {extension: .md, format_name: myst}
+kernelspec: {display_name: Python 3, language: python, name: python3}
+---
+
+# Writes, then looks for what an earlier run wrote
+
+```{code-cell} ipython3
+import os
+from companion import data
+
+marker = data.work_root() / "runs" / "marker.txt"
+print("found an earlier run" if marker.exists() else "started empty")
+marker.parent.mkdir(parents=True, exist_ok=True)
+marker.write_text("written by a run")
+print("offline:", os.environ["TLBOOK_OFFLINE"])
+```
+"""
+
+
+def test_a_second_reference_run_does_not_read_what_the_first_wrote(tmp_path, monkeypatch):
+    book = tmp_path / "book"
+    book.mkdir()
+    (book / "writes.md").write_text(HERMETIC)
+    shared = tmp_path / "shared-work"  # what a reader's default TLBOOK_WORK would be
+    monkeypatch.setenv("TLBOOK_WORK", str(shared))
+    outputs = []
+    for _ in range(2):
+        run.run_chapter(book / "writes.md", "smoke", timeout=120, reference_dir=book / "_reference", book=book)
+        nb, _ = store.load(book / "_reference" / "writes.ipynb")
+        code = next(c for c in nb.cells if c.cell_type == "code")
+        outputs.append("".join(o.get("text", "") for o in code.outputs))
+    assert all(out.startswith("started empty\n") for out in outputs), outputs
+    assert all(out.split("offline: ")[1].strip() in ("0", "1") for out in outputs)
+    assert not shared.exists()  # each run wrote into its own folder, removed afterwards
+
+
 def test_fresh_until_the_code_changes(stored, tmp_path):
     root = _copy(stored, tmp_path)
     md = root / "book" / "tiny.md"
@@ -133,14 +172,46 @@ def test_headers_say_what_ran_where():
         "seconds": 312.4,
     }
     cpu = banner.reference_header(prov)
-    assert "`quick` run on a CPU" in cpu and "pending" in cpu and "5 min 12 s" in cpu and "0123456789" in cpu
-    assert banner.CSS_CLASS in cpu and ":class: warning" in cpu
+    assert "the CPU edition" in cpu and "published edition" in cpu and "5 min 12 s" in cpu and "0123456789" in cpu
+    assert banner.CSS_CLASS in cpu and ":class: note" in cpu and "{ref}`full-size`" in cpu
+    assert "pending" not in cpu and "the performance appendix" in banner.reference_header(prov, link=False)
     gpu = banner.reference_header(dict(prov, profile="full", gpu="NVIDIA H100", device="cuda:0 (NVIDIA H100)"))
-    assert "reference run on NVIDIA H100" in gpu and "pending" not in gpu and ":class: tip" in gpu
+    assert "reference run on NVIDIA H100" in gpu and "pending" not in gpu and "CPU edition" not in gpu
     claims = banner.reference_header(
         dict(prov, claims=["probe >= 0.85 (0.812): not checked in 'quick' (applies in full)"])
     )
     assert "Claims of the text checked by this run: probe >= 0.85 (0.812): not checked in 'quick'" in claims
+
+
+def _english_words(text: str) -> list[str]:
+    """Latin-letter words of ``text`` outside code spans, roles and the claims list, less the names
+    a Chinese sentence keeps as they are."""
+    text = re.sub(r"`[^`]*`|\{ref\}|:class: .*|:::\{admonition\}", "", text)
+    text = re.sub(r"（照原样列出英文输出.*?）：.*?。", "", text)
+    keep = {"torch", "fp32", "CPU", "GPU", "x86_64", "companion"}
+    return [w for w in re.findall(r"[A-Za-z][A-Za-z_0-9]+", text) if w not in keep]
+
+
+def test_the_chinese_header_has_no_english_sentence():
+    prov = {
+        "profile": "quick",
+        "profile_summary": "profile 'quick': 50 train / 50 validation / 100 test images per class, 4 epochs, "
+        "96 px, batch 32",
+        "device": "cpu (x86_64, 2 threads), fp32",
+        "gpu": None,
+        "torch": "2.14.1",
+        "commit": "0123456789abcdef",
+        "dirty": False,
+        "date": "2026-11-23T15:00:00+00:00",
+        "seconds": 436.4,
+        "claims": ["transfer beats scratch by 10 points (0.793 vs 0.543): holds"],
+    }
+    zh = banner.reference_header(prov, lang="zh")
+    assert "7 分 16 秒" in zh and "每类训练图像 50 张、验证图像 50 张、测试图像 100 张，训练 4 轮" in zh
+    assert "CPU（x86_64，2 个线程），fp32" in zh and "{ref}`zh-full-size`" in zh
+    assert _english_words(zh) == [], zh
+    assert _english_words(banner.reference_header(dict(prov, claims=[]), lang="zh")) == []
+    assert _english_words(banner.reference_header(prov, lang="en")) != []  # the check can fail
 
 
 def test_the_run_records_the_claims_the_chapter_checked(stored):

@@ -279,7 +279,7 @@ def test_torchvision_weights_come_from_the_hub_cache_or_a_download(monkeypatch, 
     ]
     assert f"(cache {cached})" in capsys.readouterr().out
     cached.unlink()
-    monkeypatch.delenv("TLBOOK_OFFLINE")
+    monkeypatch.setenv("TLBOOK_OFFLINE", "0")
 
     def no_network(self, **kw):
         raise urllib.error.URLError("Temporary failure in name resolution")
@@ -343,7 +343,7 @@ def test_a_download_runs_under_the_configured_socket_timeout_and_is_recorded(mon
         lambda self, **kw: seen.append(socket.getdefaulttimeout()) or {"w": torch.ones(1)},
     )
     monkeypatch.setattr(models, "_hub_checkpoint_path", lambda url: str(tmp_path / "absent.pth"))
-    monkeypatch.delenv("TLBOOK_OFFLINE", raising=False)
+    monkeypatch.setenv("TLBOOK_OFFLINE", "0")
     monkeypatch.setenv("TLBOOK_DOWNLOAD_TIMEOUT", "7.5")
     socket.setdefaulttimeout(3.0)
     try:

@@ -399,12 +399,12 @@ def test_fingerprint_tells_apart_what_the_features_depend_on():
 def test_cached_features_key_on_images_and_labels_and_default_folder(monkeypatch, tmp_path, fashion_small):
     import dataclasses
 
-    monkeypatch.setenv("TLBOOK_DATA", str(tmp_path))
+    monkeypatch.setenv("TLBOOK_WORK", str(tmp_path))
     subset = data.balanced_subset(fashion_small[0], 1)
     backbone = models.create("simple_cnn", num_classes=0, in_channels=1)
     prep = data.BatchTransform(28, (0.5,), (0.5,), channels=1)
     _, labels = transfer.cached_features(backbone, subset, preprocess=prep)
-    assert len(list((tmp_path / "features").glob("*.pt"))) == 1  # default: $TLBOOK_DATA/features
+    assert len(list((tmp_path / "features").glob("*.pt"))) == 1  # default: $TLBOOK_WORK/features
     relabelled = dataclasses.replace(subset, labels=subset.labels.flip(0))
     _, other_labels = transfer.cached_features(backbone, relabelled, preprocess=prep)
     assert torch.equal(other_labels, labels.flip(0))  # never the entry of the other labels
