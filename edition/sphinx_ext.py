@@ -19,7 +19,7 @@ from sphinx.application import Sphinx
 from sphinx.errors import ExtensionError
 from sphinx.util import logging
 
-from . import banner, languages, store
+from . import banner, languages, measured, store
 from .chapters import chapter_id, chapters, translations
 from .status import chapter_status
 
@@ -158,6 +158,7 @@ def on_html_page_context(app: Sphinx, pagename: str, templatename: str, context:
 
 def setup(app: Sphinx) -> dict:
     app.add_config_value("tlbook_reference_dir", "", "env")
+    app.add_directive("tlbook-measured", measured.MeasuredDirective)
     app.connect("builder-inited", on_builder_inited)
     app.connect("env-get-outdated", on_env_get_outdated)
     app.connect("source-read", on_source_read)
