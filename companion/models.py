@@ -15,7 +15,9 @@ convention) and any other number puts a new, randomly initialised linear head in
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import os
 import socket
 import urllib.error
@@ -190,7 +192,8 @@ def _torchvision_state_dict(name: str) -> dict[str, torch.Tensor]:
         previous = socket.getdefaulttimeout()
         socket.setdefaulttimeout(settings.download_timeout())
         try:
-            state = weights.get_state_dict(progress=False, check_hash=True)
+            with contextlib.redirect_stderr(io.StringIO()):  # torch.hub's "Downloading: <url> to <path>"
+                state = weights.get_state_dict(progress=False, check_hash=True)
             where = "cache" if cached else "downloaded to"
             provenance.record("weights", name, f"ImageNet-1k, torchvision {weights} ({where} {path})")
             return state
