@@ -159,18 +159,22 @@ def test_an_unreadable_reference_is_a_clear_error(stored, tmp_path, content, exp
     assert "\n" not in message
 
 
+# The provenance of a quick run on a CPU, as edition.run records it.
+CPU_RUN = {
+    "profile": "quick",
+    "profile_summary": "profile 'quick': 100 train",
+    "device": "cpu (x86_64, 2 threads), fp32",
+    "gpu": None,
+    "torch": "2.14.1",
+    "commit": "0123456789abcdef",
+    "dirty": False,
+    "date": "2026-11-23T15:00:00+00:00",
+    "seconds": 312.4,
+}
+
+
 def test_headers_say_what_ran_where():
-    prov = {
-        "profile": "quick",
-        "profile_summary": "profile 'quick': 100 train",
-        "device": "cpu (x86_64, 2 threads), fp32",
-        "gpu": None,
-        "torch": "2.14.1",
-        "commit": "0123456789abcdef",
-        "dirty": False,
-        "date": "2026-11-23T15:00:00+00:00",
-        "seconds": 312.4,
-    }
+    prov = dict(CPU_RUN)
     cpu = banner.reference_header(prov)
     assert "the CPU edition" in cpu and "published edition" in cpu and "5 min 12 s" in cpu and "0123456789" in cpu
     assert banner.CSS_CLASS in cpu and ":class: note" in cpu and "{ref}`full-size`" in cpu
@@ -193,19 +197,13 @@ def _english_words(text: str) -> list[str]:
 
 
 def test_the_chinese_header_has_no_english_sentence():
-    prov = {
-        "profile": "quick",
-        "profile_summary": "profile 'quick': 50 train / 50 validation / 100 test images per class, 4 epochs, "
+    prov = dict(
+        CPU_RUN,
+        profile_summary="profile 'quick': 50 train / 50 validation / 100 test images per class, 4 epochs, "
         "96 px, batch 32",
-        "device": "cpu (x86_64, 2 threads), fp32",
-        "gpu": None,
-        "torch": "2.14.1",
-        "commit": "0123456789abcdef",
-        "dirty": False,
-        "date": "2026-11-23T15:00:00+00:00",
-        "seconds": 436.4,
-        "claims": ["transfer beats scratch by 10 points (0.793 vs 0.543): holds"],
-    }
+        seconds=436.4,
+        claims=["transfer beats scratch by 10 points (0.793 vs 0.543): holds"],
+    )
     zh = banner.reference_header(prov, lang="zh")
     assert "7 分 16 秒" in zh and "每类训练图像 50 张、验证图像 50 张、测试图像 100 张，训练 4 轮" in zh
     assert "CPU（x86_64，2 个线程），fp32" in zh and "{ref}`zh-full-size`" in zh
