@@ -39,11 +39,11 @@ book: $(STAMP)
 	@echo "website: $(abspath _build/html/index.html)"
 
 test: $(STAMP) lint
-	$(BIN)/python tests/chapters_to_notebooks.py _build/nbval
+	$(BIN)/python tools/chapters_to_notebooks.py _build/nbval
 	TLBOOK_PROFILE=smoke $(BIN)/python -m pytest tests _build/nbval --nbval-lax --nbval-current-env -p no:cacheprovider -rs
 
 # ruff: lint and formatting of the code (configured in pyproject.toml); `make format` applies both.
-LINTED := companion tests benchmarks edition
+LINTED := companion tests tools benchmarks edition
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
@@ -56,8 +56,8 @@ format: $(STAMP)
 # The built website in headless Chromium: tracebacks, broken links, missing images; then a chapter
 # opened in JupyterLab (it must open as a notebook). Screenshots in _build/screenshots.
 browser-check: $(STAMP)
-	$(BIN)/python tests/browser_check.py _build/html
-	$(BIN)/python tests/lab_check.py
+	$(BIN)/python tools/browser_check.py _build/html
+	$(BIN)/python tools/lab_check.py
 
 # The reference edition (book/_reference/): chapters executed in PROFILE (default: full on CUDA,
 # quick elsewhere) and stored with their provenance. CHAPTER=three_modes runs one chapter.
@@ -73,7 +73,11 @@ reference-status: $(STAMP)
 unit: $(STAMP)
 	TLBOOK_PROFILE=smoke $(BIN)/python -m pytest tests -rs
 
+# The peer benchmark runs fastai's own fine_tune: the `bench` extra of pyproject.toml, installed
+# without fastai's declared dependencies (spacy and the text stack, which `fastai.vision` never imports).
+BENCH_PACKAGES := fastai==2.8.12 fastcore==2.2.41 fasttransform==0.0.5 fastprogress==1.0.3 fastdownload==0.0.8 plum-dispatch==2.10.1 beartype==0.23.1
 bench: $(STAMP)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps $(BENCH_PACKAGES)
 	$(BIN)/python -m benchmarks
 
 # Mutation testing of the companion's core modules against the unit tests (mutmut; not in CI:

@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from companion import data, hardware, models, train, transfer
+from companion import batch_transforms, data, hardware, inference, loaders, models, train, transfer
 
 EPOCHS = 3
 
@@ -21,28 +21,20 @@ EPOCHS = 3
 def _frozen_backbone_epochs(train_set, prep, device) -> float:
     model = transfer.freeze_stages(
         models.create("efficientnet_lite0", pretrained=True, num_classes=10), "efficientnet_lite0", 0
-    )
+    ).to(device)
     t0 = time.perf_counter()
-    train.fit(
-        model,
-        data.make_loader(train_set, 64, shuffle=True, device=device),
-        epochs=EPOCHS,
-        preprocess=prep,
-        device=device,
-        verbose=False,
-        progress=False,
-    )
+    train.fit(model, loaders.make_loader(train_set, 64, shuffle=True, device=device), epochs=EPOCHS, preprocess=prep)
     return (time.perf_counter() - t0) / EPOCHS
 
 
 def _cached_epochs(train_set, prep, device) -> tuple[float, float]:
     backbone = models.create("efficientnet_lite0", pretrained=True, num_classes=0).to(device)
     t0 = time.perf_counter()
-    x, y = transfer.extract_features(backbone, data.make_loader(train_set, 256, device=device), preprocess=prep)
+    x, y = inference.extract_features(backbone, loaders.make_loader(train_set, 256, device=device), preprocess=prep)
     extract = time.perf_counter() - t0
-    head = transfer.linear_probe(x.shape[1], 10)
+    head = transfer.linear_probe(x.shape[1], 10).to(device)
     t0 = time.perf_counter()
-    train.fit(head, transfer.feature_loader(x, y, 64), epochs=EPOCHS, device=device, verbose=False, progress=False)
+    train.fit(head, transfer.feature_loader(x, y, 64), epochs=EPOCHS)
     return (time.perf_counter() - t0) / EPOCHS, extract
 
 
@@ -53,7 +45,7 @@ def run(per_class: int = 50, size: int = 96, partial=None) -> dict:
     device = hardware.choose_device()
     hardware.seed_everything(0)
     train_set = data.balanced_subset(data.load("fashion_mnist", "train"), per_class, seed=0)
-    prep = data.BatchTransform.for_model("efficientnet_lite0", size=size)
+    prep = batch_transforms.BatchTransform.for_model("efficientnet_lite0", size=size)
     a, b, extract = [], [], []
     for _ in range(2):  # A and B alternating
         a.append(_frozen_backbone_epochs(train_set, prep, device))

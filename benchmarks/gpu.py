@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from companion import cnn_math, data, hardware, models, train
+from companion import batch_transforms, cnn_math, data, hardware, loaders, models, train
 
 PEAK_BF16_TFLOPS = {"H100 SXM": 989.0, "H100 PCIe": 756.0, "H100 NVL": 835.0, "H200": 989.0, "A100": 312.0}
 
@@ -65,11 +65,18 @@ def _step_rate(name: str, engine: bool, device: torch.device, batch: int, size: 
     return batch * steps / (time.perf_counter() - t0)
 
 
-def throughput(device: torch.device, batch: int = 128, size: int = 224, steps: int = 20) -> dict:
+def throughput(
+    device: torch.device,
+    batch: int = 128,
+    size: int = 224,
+    steps: int = 20,
+    names: tuple[str, ...] = ("resnet50", "mobilenet_v2", "efficientnet_lite0"),
+    repeats: int = 2,
+) -> dict:
     rows = {}
-    for name in ("resnet50", "mobilenet_v2", "efficientnet_lite0"):
+    for name in names:
         engine, plain = [], []
-        for _ in range(2):  # A/B alternating
+        for _ in range(repeats):  # A/B alternating
             engine.append(_step_rate(name, True, device, batch, size, steps))
             plain.append(_step_rate(name, False, device, batch, size, steps))
         macs = cnn_math.count_macs(models.create(name, num_classes=1000), (3, size, size))
@@ -100,12 +107,13 @@ def time_to_94(
     hardware.seed_everything(0)
     train_set = data.balanced_subset(data.load("fashion_mnist", "train"), per_class, seed=0)
     test_set = data.balanced_subset(data.load("fashion_mnist", "test"), test_per_class, seed=0)
-    prep = data.BatchTransform.for_model("efficientnet_lite0", size=size, augment=data.Augment(flip=0.5, shift=0.05))
-    model = models.create("efficientnet_lite0", pretrained=True, num_classes=10)
+    augment = batch_transforms.Augment(flip=0.5, shift=0.05)
+    prep = batch_transforms.BatchTransform.for_model("efficientnet_lite0", size=size, augment=augment)
+    model = models.create("efficientnet_lite0", pretrained=True, num_classes=10).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs)
-    train_loader = data.make_loader(train_set, 256, shuffle=True, device=device)
-    test_loader = data.make_loader(test_set, 1024, device=device)
+    train_loader = loaders.make_loader(train_set, 256, shuffle=True, device=device)
+    test_loader = loaders.make_loader(test_set, 1024, device=device)
     t0 = time.perf_counter()
     for epoch in range(max_epochs):  # one epoch per call, to check the target after each
         h = train.fit(
@@ -116,9 +124,6 @@ def time_to_94(
             optimizer=optimizer,
             scheduler=scheduler,
             preprocess=prep,
-            device=device,
-            verbose=False,
-            progress=False,
         )
         elapsed = time.perf_counter() - t0
         print(f"epoch {epoch + 1}: test accuracy {h[-1]['val_accuracy']:.4f} after {elapsed:.1f} s")

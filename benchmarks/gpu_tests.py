@@ -1,6 +1,8 @@
-"""The last run of the GPU-marked tests (``pytest -m gpu``) on a CUDA machine, for the book to show.
+"""The last run of the GPU-marked tests (``TLBOOK_WRITE_RESULTS=1 pytest -m gpu``) on a CUDA
+machine, for the book to show.
 
-``tests/conftest.py`` hands every GPU test's outcome to :func:`note`, and :func:`write` records
+With ``TLBOOK_WRITE_RESULTS=1`` (and only then: a test session does not rewrite a tracked file
+unless asked), ``tests/conftest.py`` hands every GPU test's outcome to :func:`note`, and :func:`write` records
 them in ``benchmarks/results.json`` (section ``gpu_tests``) when the session ends, with the
 device, versions and date. Where there is no CUDA GPU the tests are skipped and nothing is
 written: the record always describes a run that happened.
@@ -31,4 +33,4 @@ def write() -> dict | None:
         "failed": sum(v == "failed" for v in ran.values()),
         "tests": dict(sorted(ran.items())),
     }
-    return results_io.record("gpu_tests", (), figures, "pytest -m gpu tests")
+    return results_io.record("gpu_tests", (), figures, "TLBOOK_WRITE_RESULTS=1 pytest -m gpu tests")

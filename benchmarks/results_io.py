@@ -5,7 +5,7 @@ The file has one section per writer, and nothing else:
 * ``benchmarks``: ``make bench`` (``python -m benchmarks``), one entry per benchmark;
 * ``reference_seconds``: ``make reference`` (``python -m edition run``), chapter run times;
 * ``mutation``: ``make mutants`` (``python -m benchmarks.mutation``), kill rates per module;
-* ``gpu_tests``: ``pytest -m gpu`` on a CUDA machine (``tests/conftest.py``), the last run of
+* ``gpu_tests``: ``TLBOOK_WRITE_RESULTS=1 pytest -m gpu`` on a CUDA machine (``tests/conftest.py``), the last run of
   the GPU-marked tests.
 
 An entry is always written whole by one run (:func:`record`): its figures and its provenance
@@ -27,6 +27,8 @@ import platform
 import subprocess
 from pathlib import Path
 
+from companion.files import write_json
+
 RESULTS = Path(__file__).resolve().parent / "results.json"
 ROOT = RESULTS.parents[1]
 SCHEMA = 2
@@ -34,7 +36,7 @@ WRITERS = {
     "benchmarks": "make bench (python -m benchmarks)",
     "reference_seconds": "make reference (python -m edition run)",
     "mutation": "make mutants (python -m benchmarks.mutation)",
-    "gpu_tests": "pytest -m gpu on a CUDA machine (tests/conftest.py)",
+    "gpu_tests": "TLBOOK_WRITE_RESULTS=1 pytest -m gpu on a CUDA machine (tests/conftest.py)",
 }
 PROVENANCE_KEYS = ("command", "date", "device", "cores", "torch", "torchvision", "python", "commit", "complete")
 
@@ -102,13 +104,11 @@ def load(path: Path | None = None) -> dict:
 
 def save(results: dict, path: Path | None = None) -> None:
     """Write ``results`` atomically, sections in a fixed order."""
-    from companion.train import atomic_write
-
     unknown = set(results) - set(WRITERS) - {"schema"} - set(flat_figures(results))
     if unknown:
         raise ValueError(f"results.json sections {sorted(unknown)} have no writer; known: {sorted(WRITERS)}")
     ordered = {"schema": SCHEMA, **{k: results[k] for k in WRITERS if k in results}, **flat_figures(results)}
-    atomic_write(path or RESULTS, lambda f: f.write((json.dumps(ordered, indent=2) + "\n").encode()))
+    write_json(path or RESULTS, ordered)
 
 
 def flat_figures(results: dict) -> dict:

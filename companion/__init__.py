@@ -1,32 +1,51 @@
 """Companion package of the book *Transfer learning for image classification*.
 
-Modules, one job each: :mod:`~companion.profiles`, :mod:`~companion.hardware`,
-:mod:`~companion.provenance`, :mod:`~companion.cnn_math`, :mod:`~companion.models`,
-:mod:`~companion.settings`, :mod:`~companion.data` (datasets; with :mod:`~companion.batch_transforms`,
-:mod:`~companion.loaders` and :mod:`~companion.folders`), :mod:`~companion.hooks`,
-:mod:`~companion.transfer`, :mod:`~companion.train`,
-:mod:`~companion.recipes`, :mod:`~companion.distributed`,
-:mod:`~companion.plots`, :mod:`~companion.cli`.
+Modules, one job each: :mod:`~companion.settings` (environment variables),
+:mod:`~companion.profiles`, :mod:`~companion.hardware`, :mod:`~companion.provenance`,
+:mod:`~companion.cnn_math`, :mod:`~companion.models`, :mod:`~companion.hooks`, data
+(:mod:`~companion.data` datasets, :mod:`~companion.folders` image folders,
+:mod:`~companion.batch_transforms`, :mod:`~companion.loaders`), :mod:`~companion.inference`,
+:mod:`~companion.metrics`, :mod:`~companion.train`, :mod:`~companion.transfer`,
+:mod:`~companion.recipes`, :mod:`~companion.files` (every file written or read back),
+:mod:`~companion.runs` (run folders), :mod:`~companion.distributed`, :mod:`~companion.plots`,
+:mod:`~companion.cli`.
+
+The names below are the public API, importable from the top level as well as from their
+modules (the one re-export in the package).
 """
 
-import warnings
+from . import hardware, profiles, provenance
+from .files import load_checkpoint, save_checkpoint
+from .inference import extract_features
+from .models import create, eval_transform
+from .profiles import get_profile
+from .runs import load_run
+from .train import evaluate
 
-# Libraries we import (timm, huggingface_hub) pull in tqdm.auto, which warns in notebooks without ipywidgets.
-warnings.filterwarnings("ignore", message="IProgress not found")
+__version__ = "0.2.0"
 
-from . import data, errors, hardware, models, profiles, provenance, recipes, train, transfer  # noqa: E402, F401
-from .profiles import get_profile  # noqa: E402, F401
-
-__version__ = "0.1.0"
+__all__ = [
+    "create",
+    "eval_transform",
+    "evaluate",
+    "extract_features",
+    "get_profile",
+    "load_checkpoint",
+    "load_run",
+    "save_checkpoint",
+    "start_chapter",
+]
 
 
 def start_chapter(seed: int = 0):
-    """What every chapter runs first: seed everything, print profile, device and versions.
+    """What every chapter runs first: seed everything, set the device's backend flags once
+    (:func:`~companion.hardware.configure_backends`), print profile, device and versions.
 
     Returns ``(profile, device)``.
     """
     profile = profiles.get_profile()
     device = hardware.choose_device()
+    hardware.configure_backends(device)
     hardware.seed_everything(seed)
     print(provenance.header(profile, device))
     return profile, device

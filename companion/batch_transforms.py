@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .models import preprocessing
+
 
 class BatchTransform(nn.Module):
     """Turns a batch of uint8 images ``(N, C, h, w)`` into model input ``(N, channels, size, size)``:
@@ -40,8 +42,6 @@ class BatchTransform(nn.Module):
     def for_model(cls, name: str, size: int | None = None, channels: int = 3, augment: Augment | None = None):
         """The transform matching the pretrained weights of model ``name`` at ``size`` px
         (default: the weights' own crop size)."""
-        from .models import preprocessing
-
         p = preprocessing(name)
         mean, std = (p.mean, p.std) if channels == 3 else ((float(np.mean(p.mean)),), (float(np.mean(p.std)),))
         return cls(size or p.crop, mean, std, channels, augment)

@@ -263,11 +263,6 @@ def layer_macs(module: nn.Module, output: torch.Tensor) -> int:
     return 0
 
 
-def count_parameters(model: nn.Module) -> int:
-    """Number of parameters (weights and biases) of ``model``."""
-    return sum(p.numel() for p in model.parameters())
-
-
 def count_macs(model: nn.Module, input_size: Sequence[int]) -> int:
     """Multiply-accumulates of one forward pass of ``model`` on one input of ``input_size``
     ``(C, H, W)`` (convolutions and linear layers; FLOPs are about twice this)."""

@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import gzip
 import io
-import os
 import pickle
 import shutil
 import socket
@@ -32,6 +31,8 @@ import torchvision
 
 from . import provenance, settings
 from .errors import DatasetUnavailableError
+from .files import atomic_write, write_bytes
+from .profiles import get_profile
 
 if TYPE_CHECKING:
     import pandas
@@ -164,13 +165,10 @@ def _fashion_mnist(split: str) -> ArrayImageDataset:
     if not (raw / "train-images-idx3-ubyte").exists() and DEBIAN_FASHION_MNIST.is_dir():
         # Debian's dataset-fashion-mnist ships the four IDX .gz files: unpack them where
         # torchvision's own FashionMNIST loader looks, so the reader's code path is the same.
-        raw.mkdir(parents=True, exist_ok=True)
-        for gz in DEBIAN_FASHION_MNIST.glob("*-ubyte.gz"):
-            tmp = raw / (gz.stem + ".tmp")
-            with gzip.open(gz, "rb") as fin, open(tmp, "wb") as fout:
-                shutil.copyfileobj(fin, fout)
-            os.replace(tmp, raw / gz.stem)
-        (raw / "ORIGIN").write_text(DEBIAN_FASHION_MNIST_ORIGIN)
+        for gz in DEBIAN_FASHION_MNIST.glob("*-ubyte.gz"):  # atomic: two processes may unpack at once
+            with gzip.open(gz, "rb") as fin:
+                atomic_write(raw / gz.stem, lambda fout, fin=fin: shutil.copyfileobj(fin, fout))
+        write_bytes(raw / "ORIGIN", DEBIAN_FASHION_MNIST_ORIGIN.encode())
     ds, origin = _torchvision_dataset(torchvision.datasets.FashionMNIST, split, "Fashion-MNIST")
     if (raw / "ORIGIN").exists():
         origin = DEBIAN_FASHION_MNIST_ORIGIN
@@ -271,7 +269,7 @@ def write_cifar10_standin(root: Path, per_class_train: int = 500, per_class_test
         return np.stack(data)[order], [labels[i] for i in order]
 
     def dump(name: str, payload: dict) -> None:
-        _write_atomically(folder / name, pickle.dumps(payload))
+        write_bytes(folder / name, pickle.dumps(payload))
 
     for b in range(1, 6):
         x, y = sample(per_class_train // 5)
@@ -323,8 +321,6 @@ def load(name: str, split: str = "train", *, allow_standin: bool | None = None) 
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if allow_standin is None:
-        from .profiles import get_profile
-
         allow_standin = get_profile().name == "smoke"
     if name == "fashion_mnist":
         ds = _fashion_mnist(split)
@@ -338,18 +334,6 @@ def load(name: str, split: str = "train", *, allow_standin: bool | None = None) 
         )
     provenance.record("data", ds.name, ds.source)
     return ds
-
-
-def _write_atomically(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` through a flushed temporary file renamed over it: a reader never
-    sees half a file, even after a crash."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 FASHION_MNIST_README = "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/README.md"
@@ -375,7 +359,7 @@ def _fashion_mnist_readme() -> tuple[list[str], str]:
                 "`apt-get install dataset-fashion-mnist`, or connect to the internet (the table is at "
                 "https://github.com/zalandoresearch/fashion-mnist#benchmark)"
             )
-        _write_atomically(cached, text.encode("utf-8"))
+        write_bytes(cached, text.encode("utf-8"))
     return cached.read_text(encoding="utf-8").splitlines(), f"{FASHION_MNIST_README} (cached in {cached})"
 
 
@@ -475,11 +459,3 @@ def train_val_split(
     rest_idx = rest.nonzero().squeeze(1)
     train_idx = rest_idx[balanced_indices(dataset.labels[rest_idx], train_per_class, seed + 1)]
     return dataset.subset(train_idx), dataset.subset(val_idx)
-
-
-# ----------------------------------------------------------------------------- the rest of the data path
-# Batch transforms, loaders and image folders live in modules of their own; ``companion.data``
-# keeps offering them, so that one import serves a chapter.
-from .batch_transforms import Augment, BatchTransform  # noqa: E402, F401
-from .folders import IMAGE_EXTENSIONS, check_image_folder, image_folder, read_image, with_transform  # noqa: E402, F401
-from .loaders import ArrayLoader, make_loader  # noqa: E402, F401

@@ -10,7 +10,7 @@ into one process group (NCCL with one GPU per process, gloo on CPUs). From then 
 * :func:`companion.train.fit` wraps the model in ``DistributedDataParallel``, which averages
   the gradients across processes in the backward pass;
 * :func:`companion.train.evaluate` and each training epoch sum their metrics over all
-  processes (:func:`all_reduce_sum`), and :func:`companion.transfer.extract_features` gathers
+  processes (:func:`all_reduce_sum`), and :func:`companion.inference.extract_features` gathers
   every process's features, so every process sees the same numbers;
 * only the main process (rank 0) prints, shows progress bars and writes files.
 

@@ -70,28 +70,45 @@ def seed_everything(seed: int = 0) -> torch.Generator:
 
 def configure_backends(device: torch.device) -> None:
     """On CUDA: cuDNN benchmark mode (picks the fastest convolution algorithm for each input
-    shape once, then reuses it; our shapes are fixed) and TF32 matrix multiplies for any fp32 work."""
+    shape once, then reuses it; our shapes are fixed) and TF32 matrix multiplies for fp32 work.
+
+    Process-wide flags: called once, by :func:`companion.start_chapter` and the command line,
+    never by a library function (a test that wants IEEE fp32 turns TF32 off and it stays off).
+    """
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
 
+def channels_last(device: torch.device) -> bool:
+    """Whether image batches and convolution weights use channels-last memory on ``device``:
+    on CUDA (tensor cores) and on the CPU (oneDNN); ``benchmarks/channels_last.py`` measures
+    the CPU ratio. Not on MPS."""
+    return device.type in ("cuda", "cpu")
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where ``model``'s parameters are (the CPU for a model without parameters)."""
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """Move ``model`` to ``device``; on CUDA use channels-last memory (faster convolutions on
-    tensor cores) and :func:`configure_backends`."""
+    """Move ``model`` to ``device``, in channels-last memory where :func:`channels_last`
+    (faster convolutions). Parameters stay the same objects, so an optimiser built before
+    still holds them."""
     model = model.to(device)
-    if device.type == "cuda":
-        configure_backends(device)
+    if channels_last(device):
         model = model.to(memory_format=torch.channels_last)
     return model
 
 
 def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Copy a batch to ``device`` without blocking (the loader pins memory on CUDA);
-    4-D image batches become channels-last on CUDA."""
+    4-D float image batches become channels-last where :func:`channels_last`."""
     batch = batch.to(device, non_blocking=True)
-    if device.type == "cuda" and batch.dim() == 4 and batch.is_floating_point():
+    if channels_last(device) and batch.dim() == 4 and batch.is_floating_point():
         batch = batch.contiguous(memory_format=torch.channels_last)
     return batch
 

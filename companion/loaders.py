@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import torch
 
 from . import distributed
+from .data import ArrayImageDataset
 from .hardware import default_num_workers
 
 
@@ -68,8 +69,6 @@ def make_loader(
     """A loader for ``dataset``: :class:`ArrayLoader` for in-memory datasets, else a
     ``DataLoader`` with seeded shuffling, :func:`~companion.hardware.default_num_workers` workers and pinned memory
     on CUDA. Under torchrun each process reads its shard of every epoch (:mod:`companion.distributed`)."""
-    from .data import ArrayImageDataset
-
     if isinstance(dataset, ArrayImageDataset):
         return ArrayLoader(
             dataset.images, dataset.labels, batch_size, shuffle, seed=seed, device=device, drop_last=drop_last

@@ -29,6 +29,7 @@ from torch import nn
 from torchvision import transforms as T
 
 from . import provenance, settings
+from .cnn_math import layer_macs
 from .errors import InputShapeError, UnknownModelError, WeightsUnavailableError
 from .hooks import trace
 
@@ -347,7 +348,7 @@ def create(name: str, *, pretrained: bool = False, num_classes: int | None = Non
         if pretrained:
             raise WeightsUnavailableError(
                 f"{name} has no published pretrained weights: train it yourself and load them with "
-                f"companion.train.load_checkpoint(path, model)"
+                f"companion.files.load_checkpoint(path, model)"
             )
         model: nn.Module = SimpleCNN(num_classes=10, in_channels=3)
     elif s.source == "timm":
@@ -444,8 +445,6 @@ def summary(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224)):
     ``MACs``; the totals are ``df["parameters"].sum()`` and ``df["MACs"].sum()``.
     """
     import pandas as pd
-
-    from .cnn_math import layer_macs
 
     rows: list[dict] = []
 

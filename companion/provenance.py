@@ -14,7 +14,8 @@ import sysconfig
 
 import torch
 
-from . import settings
+from . import hardware, settings
+from .profiles import get_profile
 
 _SOURCES: dict[str, str] = {}
 
@@ -51,9 +52,6 @@ def sources() -> dict[str, str]:
 
 def header(profile=None, device: torch.device | None = None) -> str:
     """The lines a chapter prints first: profile, device and library versions."""
-    from . import hardware
-    from .profiles import get_profile
-
     profile = profile or get_profile()
     device = device or hardware.choose_device()
     import torchvision

@@ -2,9 +2,9 @@
 
 * **Parameter transfer** (fine-tuning): start from the source weights and train on the
   target, all of them or the last blocks (:func:`freeze`, :func:`freeze_stages`, :func:`unfreeze`,
-  :func:`discriminative_param_groups`, :func:`gradual_unfreezer`).
+  :func:`discriminative_param_groups`).
 * **Feature transfer** (frozen extractor): run the source network once, keep its features
-  (:func:`extract_features`, :func:`cached_features`, :class:`MultiDepthFeatures` for
+  (:func:`companion.inference.extract_features`, :func:`cached_features`, :class:`MultiDepthFeatures` for
   feature fusion) and train a new head on them (:func:`feature_loader`, :func:`linear_probe`).
 * **Structure transfer**: reuse the architecture and part of its weights, re-initialise the
   rest (:func:`reinitialize_stages`, :func:`transferable_state`).
@@ -14,13 +14,19 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from . import distributed
-from .train import Device, Loader, _collect, _forward_batches, _model_device, atomic_write
+from . import distributed, hardware
+from .data import work_root
+from .files import atomic_write
+from .inference import batches, extract_features
+from .loaders import ArrayLoader, make_loader
+from .models import count_parameters, spec, stages
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -35,28 +41,8 @@ def under(name: str, prefixes: Iterable[str]) -> bool:
 # ----------------------------------------------------------------------------- feature transfer
 
 
-def extract_features(
-    backbone: nn.Module, loader: Loader, *, preprocess: Callable | None = None, device: Device = None, progress=None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run a frozen ``backbone`` over a whole loader, in eval and inference mode.
-
-    Args:
-        backbone: maps images ``(B, C, H, W)`` to features ``(B, D)``, e.g.
-            ``models.create(name, pretrained=True, num_classes=0)``.
-        loader: yields ``(images, labels (B,))``.
-        preprocess: batch transform applied on the device before the backbone.
-
-    Returns:
-        ``features (N, D)`` float32 and ``labels (N,)`` int64, on the CPU. Under torchrun each
-        process extracts its shard of an unshuffled loader, and every process gets all ``N`` rows
-        in dataset order.
-    """
-    return _collect(backbone, loader, preprocess, device, progress, "features", lambda out: out.flatten(1))
-
-
 def feature_loader(features: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool = True, seed: int = 0):
     """A loader over cached features ``(N, D)`` and labels ``(N,)`` for training a head with ``fit``."""
-    from .loaders import ArrayLoader
 
     return ArrayLoader(features, labels, batch_size, shuffle, seed=seed)
 
@@ -78,8 +64,6 @@ def load_probe_head(model: nn.Module, name: str, probe: nn.Module) -> nn.Module:
     features of ``name``'s pretrained backbone, the head of ``model`` (an architecture ``name``
     with the same number of classes): fine-tuning then starts from a trained head instead of a
     random one. Returns ``model``."""
-    from .models import spec
-
     model.get_submodule(spec(name).head).load_state_dict(probe[-1].state_dict())
     return model
 
@@ -117,8 +101,6 @@ def freeze_batchnorm(model: nn.Module) -> nn.Module:
 
 def trainable_parameters(model: nn.Module) -> int:
     """Number of parameters that receive gradients."""
-    from .models import count_parameters
-
     return count_parameters(model, trainable_only=True)
 
 
@@ -133,8 +115,6 @@ def transferable_state(
 
 
 def _stage_prefixes(name: str, which: Sequence[int]) -> tuple[str, ...]:
-    from .models import stages
-
     all_stages = stages(name)
     return tuple(prefix for i in which for prefix in all_stages[i])
 
@@ -142,8 +122,6 @@ def _stage_prefixes(name: str, which: Sequence[int]) -> tuple[str, ...]:
 def freeze_stages(model: nn.Module, name: str, trainable_last: int = 0) -> nn.Module:
     """Freeze architecture ``name``'s backbone except its last ``trainable_last`` stages; the
     head always stays trainable. ``trainable_last=0`` is the frozen extractor."""
-    from .models import spec, stages
-
     n = len(stages(name))
     keep = _stage_prefixes(name, range(n - min(trainable_last, n), n)) + (spec(name).head,)
     return freeze(model, except_=keep)
@@ -158,8 +136,6 @@ def discriminative_param_groups(
     on (the discriminative fine-tuning of ULMFiT, Howard and Ruder 2018): early layers hold general
     features that need little change. Frozen parameters are left out.
     """
-    from .models import stages
-
     all_stages = stages(name)
     groups, taken = [], set()
     for depth, stage in enumerate(reversed(all_stages), start=1):
@@ -179,35 +155,10 @@ def discriminative_param_groups(
     return groups
 
 
-def gradual_unfreezer(name: str, lr: float, decay: float = 0.5, every: int = 1) -> Callable:
-    """An ``epoch_end`` callback for :func:`companion.train.fit` that, every ``every`` epochs,
-    unfreezes the next stage from the top and adds it to the optimizer with a learning rate
-    ``decay`` times smaller than the stage above (gradual unfreezing)."""
-    from .models import stages
-
-    all_stages = stages(name)
-    state = {"unfrozen": 0}
-
-    def epoch_end(epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        if (epoch + 1) % every or state["unfrozen"] >= len(all_stages):
-            return
-        state["unfrozen"] += 1
-        stage = all_stages[-state["unfrozen"]]
-        params = [p for n, p in model.named_parameters() if not p.requires_grad and under(n, stage)]
-        for p in params:
-            p.requires_grad = True
-        if params:
-            optimizer.add_param_group({"params": params, "lr": lr * decay ** state["unfrozen"]})
-
-    return epoch_end
-
-
 # ----------------------------------------------------------------------------- cached features and fusion
 
 
 def _fingerprint(*parts) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     for part in parts:
         if isinstance(part, torch.Tensor):
@@ -225,9 +176,6 @@ def _fingerprint(*parts) -> str:
     return h.hexdigest()[:24]
 
 
-_MEMORY_CACHE: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-
-
 def cached_features(
     backbone: nn.Module,
     dataset,
@@ -237,35 +185,28 @@ def cached_features(
     device: torch.device | str | None = None,
     cache_dir: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`extract_features` over an in-memory dataset, computed once and then reused.
+    """:func:`~companion.inference.extract_features` over an in-memory dataset, computed once and then reused.
 
     The cache key hashes everything the features depend on: the backbone's weights and
     structure, the images and labels of this exact subset, and the input transform; a stale
-    entry can therefore never be returned. Entries live in memory and, with ``cache_dir``
-    (default ``$TLBOOK_WORK/features``), on disk (written atomically).
+    entry can therefore never be returned. Entries live on disk in ``cache_dir`` (default
+    ``$TLBOOK_WORK/features``), written atomically; nothing is kept in memory between calls.
 
+    ``device`` (default: the backbone's) is where the backbone runs; it is moved there, hit or miss.
     Returns ``features (N, D)`` and ``labels (N,)`` on the CPU.
     """
-    from pathlib import Path
-
-    from .data import make_loader, work_root
-
+    device = torch.device(device) if device is not None else hardware.model_device(backbone)
+    backbone = hardware.prepare_model(backbone, device)
     key = _fingerprint(backbone, dataset.images, dataset.labels, preprocess)
-    if key in _MEMORY_CACHE:
-        return _MEMORY_CACHE[key]
     folder = Path(cache_dir) if cache_dir is not None else work_root() / "features"
     path = folder / f"{key}.pt"
     if path.exists():
         stored = torch.load(path, map_location="cpu", weights_only=True)
         result = (stored["features"], stored["labels"])
     else:
-        device = torch.device(device) if device is not None else _model_device(backbone, None)
-        result = extract_features(
-            backbone, make_loader(dataset, batch_size, device=device), preprocess=preprocess, device=device
-        )
+        result = extract_features(backbone, make_loader(dataset, batch_size, device=device), preprocess=preprocess)
         if distributed.is_main():
             atomic_write(path, lambda f: torch.save({"features": result[0], "labels": result[1]}, f))
-    _MEMORY_CACHE[key] = result
     return result
 
 
@@ -306,8 +247,6 @@ class MultiDepthFeatures(nn.Module):
 def reinitialize_stages(model: nn.Module, name: str, keep_first: int) -> nn.Module:
     """Structure transfer: keep the weights of the first ``keep_first`` stages of ``name`` and
     give every later stage (and the head) fresh random weights, keeping the architecture."""
-    from .models import spec, stages
-
     reset = _stage_prefixes(name, range(keep_first, len(stages(name)))) + (spec(name).head,)
     for module_name, module in model.named_modules():
         if under(module_name, reset) and hasattr(module, "reset_parameters"):
@@ -316,6 +255,45 @@ def reinitialize_stages(model: nn.Module, name: str, keep_first: int) -> nn.Modu
 
 
 # ----------------------------------------------------------------------------- multi-task
+
+
+class MultiTaskLoss:
+    """The loss of a :class:`MultiTaskNet`: the weighted sum of the tasks' cross-entropies, with
+    a ``correct`` method that :func:`companion.train.fit` and :func:`~companion.train.evaluate`
+    use to count an image as right when every task is.
+
+    Args:
+        tasks: task name -> number of classes, in the order of the logits' columns.
+        weights: task name -> weight of its loss.
+    """
+
+    def __init__(self, tasks: dict[str, int], weights: dict[str, float]) -> None:
+        self.tasks, self.weights = tasks, weights
+
+    def split(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``(B, sum K)`` -> task name -> logits ``(B, K_task)``."""
+        return dict(zip(self.tasks, logits.split(list(self.tasks.values()), dim=1)))
+
+    def check(self, labels: torch.Tensor) -> None:
+        if labels.dim() != 2 or labels.shape[1] != len(self.tasks):
+            raise ValueError(
+                f"MultiTaskNet with tasks {list(self.tasks)} needs labels of shape (B, {len(self.tasks)}), "
+                f"one column per task; got {tuple(labels.shape)}"
+            )
+
+    def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Weighted sum of the tasks' cross-entropies (each a mean over the batch), a 0-d tensor."""
+        self.check(labels)
+        return sum(
+            self.weights[t] * nn.functional.cross_entropy(out, labels[:, i])
+            for i, (t, out) in enumerate(self.split(logits).items())
+        )
+
+    def correct(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Number of images for which *every* task is predicted correctly (0-d, on the device)."""
+        self.check(labels)
+        hits = [out.argmax(1) == labels[:, i] for i, out in enumerate(self.split(logits).values())]
+        return torch.stack(hits).all(0).sum()
 
 
 class MultiTaskNet(nn.Module):
@@ -329,9 +307,9 @@ class MultiTaskNet(nn.Module):
         weights: task name -> weight of its loss (default 1 for every task).
 
     ``forward`` returns the logits of all tasks side by side, ``(B, sum of the class counts)``,
-    so the model goes through :func:`companion.train.fit` unchanged with
-    ``loss_fn=net.loss, correct_fn=net.correct`` and labels ``(B, number of tasks)`` (one
-    column per task, in the order of ``tasks``).
+    so the model goes through :func:`companion.train.fit` unchanged with ``loss_fn=net.loss``
+    (a :class:`MultiTaskLoss`) and labels ``(B, number of tasks)`` (one column per task, in
+    the order of ``tasks``).
     """
 
     def __init__(
@@ -342,48 +320,20 @@ class MultiTaskNet(nn.Module):
             raise ValueError("MultiTaskNet needs at least one task, e.g. tasks={'category': 10}")
         self.backbone = backbone
         self.tasks = dict(tasks)
-        self.weights = {t: 1.0 for t in self.tasks} | dict(weights or {})
         self.heads = nn.ModuleDict({t: nn.Linear(feature_dim, k) for t, k in self.tasks.items()})
+        self.loss = MultiTaskLoss(self.tasks, {t: 1.0 for t in self.tasks} | dict(weights or {}))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.backbone(x)
         return torch.cat([head(features) for head in self.heads.values()], dim=1)
 
-    def split(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``(B, sum K)`` -> task name -> logits ``(B, K_task)``."""
-        return dict(zip(self.tasks, logits.split(list(self.tasks.values()), dim=1)))
-
-    def _check(self, labels: torch.Tensor) -> None:
-        if labels.dim() != 2 or labels.shape[1] != len(self.tasks):
-            raise ValueError(
-                f"MultiTaskNet with tasks {list(self.tasks)} needs labels of shape (B, {len(self.tasks)}), "
-                f"one column per task; got {tuple(labels.shape)}"
-            )
-
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Weighted sum of the tasks' cross-entropies (each a mean over the batch)."""
-        self._check(labels)
-        return sum(
-            self.weights[t] * nn.functional.cross_entropy(out, labels[:, i])
-            for i, (t, out) in enumerate(self.split(logits).items())
-        )
-
-    def correct(self, logits: torch.Tensor, labels: torch.Tensor) -> int:
-        """Number of images for which *every* task is predicted correctly."""
-        self._check(labels)
-        hits = [out.argmax(1) == labels[:, i] for i, out in enumerate(self.split(logits).values())]
-        return int(torch.stack(hits).all(0).sum())
-
-    def task_accuracy(
-        self, loader: Iterable[Batch], *, preprocess: Callable | None = None, device: torch.device | str | None = None
-    ) -> dict[str, float]:
+    def task_accuracy(self, loader: Iterable[Batch], *, preprocess: Callable | None = None) -> dict[str, float]:
         """Accuracy of each task's head over ``loader`` (labels ``(B, number of tasks)``)."""
-        device = _model_device(self, device)
         hits = {t: 0 for t in self.tasks}
         total = 0
-        for logits, y in _forward_batches(self, loader, preprocess, device, "eval", False):
-            self._check(y)
-            for i, (t, out) in enumerate(self.split(logits).items()):
+        for logits, y in batches(self, loader, preprocess=preprocess):
+            self.loss.check(y)
+            for i, (t, out) in enumerate(self.loss.split(logits).items()):
                 hits[t] += int((out.argmax(1) == y[:, i]).sum())
             total += len(y)
         return {t: h / max(total, 1) for t, h in hits.items()}

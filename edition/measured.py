@@ -19,11 +19,16 @@ from .chapters import ROOT
 
 RESULTS = ROOT / "benchmarks" / "results.json"
 # benchmark: (figure, goal on a CPU, goal on a GPU), as benchmarks/ measures them
-GOALS = {"cached_features": ("cached_features_speedup", 20.0, 20.0), "fit_vs_naive": ("fit_vs_naive", 1.0, 3.0)}
+GOALS = {
+    "cached_features": ("cached_features_speedup", 20.0, 20.0),
+    "fit_vs_naive": ("fit_vs_naive", 1.0, 3.0),
+    "channels_last": ("channels_last_cpu_train", 1.0, 1.0),
+}
 WORDS = {
     "en": {
         "chapter": "chapter",
         "minutes": "minutes, {where}",
+        "memory": "peak MB, {where}",
         "smoke": "smoke on CPU ({cores} cores)",
         "benchmark": "benchmark",
         "ratio": "measured ratio",
@@ -38,6 +43,7 @@ WORDS = {
     "zh": {
         "chapter": "章节",
         "minutes": "分钟，{where}",
+        "memory": "内存峰值（MB），{where}",
         "smoke": "smoke，CPU（{cores} 核）",
         "benchmark": "基准测试",
         "ratio": "实测比值",
@@ -60,20 +66,32 @@ def _when(provenance: dict) -> str:
 
 
 def chapter_minutes(results: dict, lang: str = "en") -> tuple[list[str], list[list[str]]]:
-    """Minutes per chapter: one column per profile and device of the reference runs, then smoke."""
-    w = WORDS[lang]
-    columns = {w["minutes"].format(where=where): runs for where, runs in results.get("reference_seconds", {}).items()}
+    """Minutes per chapter: one column per profile and device of the reference runs, then smoke;
+    then the peak resident memory of each reference run's kernel, where it was measured."""
+    w, references = WORDS[lang], results.get("reference_seconds", {})
+    columns = {w["minutes"].format(where=where): (runs, "seconds") for where, runs in references.items()}
     smoke = results.get("benchmarks", {}).get("book_smoke")
     if smoke:
         where = w["smoke"].format(cores=smoke["provenance"]["cores"])
         per_chapter = smoke["figures"]["book_smoke_seconds_per_chapter"]
-        columns[w["minutes"].format(where=where)] = {k: {"figures": {"seconds": v}} for k, v in per_chapter.items()}
-    names = sorted({name for runs in columns.values() for name in runs})
-    rows = [
-        [name] + [f"{runs[name]['figures']['seconds'] / 60:.1f}" if name in runs else "—" for runs in columns.values()]
-        for name in names
+        columns[w["minutes"].format(where=where)] = (
+            {k: {"figures": {"seconds": v}} for k, v in per_chapter.items()},
+            "seconds",
+        )
+    for where, runs in references.items():
+        if any(run["figures"].get("peak_rss_mb") for run in runs.values()):
+            columns[w["memory"].format(where=where)] = (runs, "peak_rss_mb")
+    names = sorted({name for runs, _ in columns.values() for name in runs})
+    return [w["chapter"], *columns], [
+        [name] + [_cell(runs, name, key) for runs, key in columns.values()] for name in names
     ]
-    return [w["chapter"], *columns], rows
+
+
+def _cell(runs: dict, name: str, key: str) -> str:
+    value = runs.get(name, {}).get("figures", {}).get(key)
+    if value is None:
+        return "—"
+    return f"{value / 60:.1f}" if key == "seconds" else f"{value:,}"
 
 
 def benchmark_rows(results: dict, lang: str = "en") -> tuple[list[str], list[list[str]]]:

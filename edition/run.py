@@ -39,12 +39,13 @@ class ChapterFailed(Exception):
 
 # Run in the chapter's own kernel after its last cell, then removed: the kernel reports what it ran on.
 _PROBE = """\
-import json, platform, torch, torchvision, companion
+import json, platform, resource, torch, torchvision, companion
 _p, _d = companion.get_profile(), companion.hardware.choose_device()
 print(json.dumps({"profile": _p.name, "profile_summary": str(_p), "device": companion.hardware.describe(_d),
                   "gpu": torch.cuda.get_device_name(_d) if _d.type == "cuda" else None,
                   "torch": torch.__version__, "torchvision": torchvision.__version__,
-                  "python": platform.python_version()}))"""
+                  "python": platform.python_version(),
+                  "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))"""
 
 
 def _git(*args: str) -> str | None:
@@ -157,7 +158,11 @@ def record_seconds(prov: dict) -> None:
         "commit": commit,
     }
     results_io.record(
-        "reference_seconds", (where, prov["chapter"]), {"seconds": prov["seconds"]}, command, measured_by=measured_by
+        "reference_seconds",
+        (where, prov["chapter"]),
+        {"seconds": prov["seconds"], "peak_rss_mb": prov.get("peak_rss_mb")},
+        command,
+        measured_by=measured_by,
     )
 
 

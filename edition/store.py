@@ -63,10 +63,10 @@ def load(path: Path) -> tuple[nbformat.NotebookNode, dict]:
 
 def save(nb: nbformat.NotebookNode, path: Path) -> None:
     """Write ``nb`` to ``path`` atomically (the companion's ``atomic_write``): never half a notebook."""
-    from companion.train import atomic_write
+    from companion.files import write_bytes
 
     text = nbformat.writes(nb) + "\n"
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    write_bytes(path, text.encode("utf-8"))
 
 
 def dumps_provenance(provenance: dict) -> str:

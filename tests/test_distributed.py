@@ -47,7 +47,7 @@ def test_shards_cover_every_index_and_training_shards_are_equal(n: int, world: i
 
 def test_array_loader_shards_the_same_order_on_every_process(monkeypatch):
     """Each process's batches are its slice of one shared shuffled order: together, one epoch."""
-    from companion.data import ArrayLoader
+    from companion.loaders import ArrayLoader
 
     x, y = torch.arange(10).float().unsqueeze(1), torch.arange(10)
     seen = []

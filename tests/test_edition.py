@@ -318,9 +318,10 @@ def test_results_json_keeps_reference_times_per_profile_and_device(stored, monke
     run.record_seconds(dict(prov, chapter="other", seconds=3.0))
     saved = json.loads((tmp_path / "results.json").read_text())["reference_seconds"]
     assert list(saved) == ["smoke on CPU (2 cores)"]
+    assert 100 < prov["peak_rss_mb"] < 100_000  # the kernel's own peak resident memory, in MB
     chapters_seen = saved["smoke on CPU (2 cores)"]
     assert (
-        chapters_seen["tiny"]["figures"] == {"seconds": prov["seconds"]}
+        chapters_seen["tiny"]["figures"] == {"seconds": prov["seconds"], "peak_rss_mb": prov["peak_rss_mb"]}
         and chapters_seen["other"]["figures"]["seconds"] == 3.0
     )
     assert chapters_seen["other"]["provenance"]["command"] == "python -m edition run --profile smoke other"

@@ -1,9 +1,16 @@
+import importlib.util
+
 import pytest
 import torch
+from marks import real_data
 from PIL import Image
 
 from companion import models, provenance
 from companion.errors import InputShapeError, UnknownModelError, WeightsUnavailableError
+
+needs_photos = real_data(
+    importlib.util.find_spec("skimage") is not None, "needs scikit-image's sample photos (pip install scikit-image)"
+)
 
 # Parameter counts of the published architectures (torchvision / timm, 1000 classes).
 PUBLISHED = {
@@ -80,6 +87,7 @@ def test_eval_transform_shapes():
     assert models.preprocessing("resnet50").crop == 224
 
 
+@needs_photos
 @pytest.mark.parametrize(
     "photo,expected",
     [
@@ -100,6 +108,7 @@ def test_offline_pretrained_network_recognises_real_photos(photo, expected):
     assert names & expected, f"{photo}: top-3 {names}"
 
 
+@needs_photos
 def test_random_weights_do_not_recognise_photos():
     """The check above can fail: an untrained network does not find the cat."""
     import skimage.data

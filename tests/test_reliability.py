@@ -4,8 +4,8 @@ a second run on the same folder, a process killed while writing. The properties:
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import os
 import re
 import signal
 import subprocess
@@ -18,12 +18,19 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from marks import real_data
 from PIL import Image
 
-from companion import cli, data, export, models, train
+from companion import cli, files, folders, models, runs
 from companion.errors import CompanionError, ImageFolderError, UnreadableImageError
 
 BOUNDED = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+# The photo_folder fixtures crop real photos that ship with scikit-image.
+needs_photos = real_data(
+    importlib.util.find_spec("skimage") is not None, "needs scikit-image's sample photos (pip install scikit-image)"
+)
 
 
 @BOUNDED
@@ -32,7 +39,7 @@ def test_random_bytes_are_an_image_or_a_clear_error(tmp_path: Path, payload: byt
     path = tmp_path / f"x{suffix}"
     path.write_bytes(payload)
     try:
-        image = data.read_image(path)
+        image = folders.read_image(path)
     except UnreadableImageError as exc:
         assert str(path) in str(exc)
     else:
@@ -59,7 +66,7 @@ def test_every_valid_mode_becomes_rgb_over_its_whole_range(tmp_path: Path, mode:
     image = _image(mode, np.random.default_rng(0))
     path = tmp_path / f"x.{'tif' if mode in ('CMYK', 'I;16', 'I', 'F') else 'png'}"
     image.save(path)
-    rgb = data.read_image(path)
+    rgb = folders.read_image(path)
     pixels = np.asarray(rgb)
     assert rgb.mode == "RGB" and rgb.size == image.size
     if mode in ("I;16", "I", "F"):  # scaled from their range, not clipped to white
@@ -84,10 +91,10 @@ def test_each_way_an_image_fails_is_named(tmp_path: Path, monkeypatch):
     }
     for name, reason in expected.items():
         with pytest.raises(UnreadableImageError, match=re.escape(reason)):
-            data.read_image(tmp_path / name)
+            folders.read_image(tmp_path / name)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # the decompression-bomb guard
     with pytest.raises(UnreadableImageError, match="too large to decode safely"):
-        data.read_image(good)
+        folders.read_image(good)
 
 
 names = st.text(alphabet="abcé 漢_-.", min_size=1, max_size=6).filter(lambda n: n.strip(". ") == n and n not in ("",))
@@ -103,9 +110,9 @@ names = st.text(alphabet="abcé 漢_-.", min_size=1, max_size=6).filter(lambda n
 )
 def test_random_folder_trees_give_a_dataset_or_a_clear_error(tmp_path_factory, tree: dict):
     root = tmp_path_factory.mktemp("tree")
-    for cls, files in tree.items():
+    for cls, kinds in tree.items():
         (root / cls).mkdir()
-        for i, kind in enumerate(files):
+        for i, kind in enumerate(kinds):
             target = root / cls / ("sub" if kind == "nested" else "") / f"{'.' if kind == 'hidden' else ''}{i}.png"
             target.parent.mkdir(exist_ok=True)
             if kind == "text":
@@ -115,7 +122,7 @@ def test_random_folder_trees_give_a_dataset_or_a_clear_error(tmp_path_factory, t
             else:
                 Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(target)
     try:
-        ds = data.image_folder(root, report=False)
+        ds = folders.image_folder(root, report=False)
     except ImageFolderError:
         return
     assert len(ds.classes) >= 2
@@ -139,15 +146,22 @@ BAD_VALUES = {
 def test_an_out_of_range_argument_is_refused_before_anything_is_written(tmp_path_factory, capsys, argument: str, data_):
     value = data_.draw(BAD_VALUES[argument])
     out = tmp_path_factory.mktemp("runs") / "run"
-    status = cli.main(["train", str(tmp_path_factory.getbasetemp()), argument, str(value), "--out", str(out)])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert status == 2 and len(err) == 1 and err[0].startswith(f"error: {argument} must be")
+    with pytest.raises(SystemExit) as stop:  # argparse's type= check: before any command runs
+        cli.main(["train", str(tmp_path_factory.getbasetemp()), argument, str(value), "--out", str(out)])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert stop.value.code == 2 and len(lines) == 1 and err.count("error:") == 1 and "Traceback" not in err
+    assert lines[0].startswith(f"error: argument {argument}: must be") and lines[0].endswith("--help`")
     assert not out.exists()  # nothing written
 
 
 def test_top_k_below_one_is_refused(tmp_path: Path, capsys):
-    assert cli.main(["predict", str(tmp_path), "x.png", "--top-k", "0"]) == 2
-    assert capsys.readouterr().err.strip() == "error: --top-k must be 1 or more, got 0"
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["predict", str(tmp_path), "x.png", "--top-k", "0"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: argument --top-k: must be 1 or more, got 0. Fix: see `python -m companion predict --help`\n"
+    )
 
 
 def test_paths_of_the_wrong_kind_name_the_real_cause(tmp_path: Path, capsys):
@@ -161,28 +175,29 @@ def test_paths_of_the_wrong_kind_name_the_real_cause(tmp_path: Path, capsys):
     assert "is a file, not a run folder" in capsys.readouterr().err
 
 
+@needs_photos
 def test_a_second_train_on_the_same_folder_is_refused(photo_folder: Path, tmp_path: Path, capsys):
     out = tmp_path / "run"
     out.mkdir()
-    held = cli._lock_run_dir(out)  # as a running `train` holds it
+    held = files.lock_folder(out)  # as a running `train` holds it
     try:
         args = ["train", str(photo_folder), "--model", "simple_cnn", "--mode", "scratch", "--out", str(out)]
         assert cli.main(args) == 2
         assert "another `train` is writing to" in capsys.readouterr().err
         assert sorted(p.name for p in out.iterdir()) == [".lock"]  # the first run's folder untouched
     finally:
-        held.close()
+        held.release()
 
 
 WRITER = """
 import sys, torch
 from torch import nn
-from companion import train
+from companion import files
 model = nn.Linear(1000, 1000)
 for epoch in range(10_000):
     with torch.no_grad():
         model.weight.fill_(epoch)
-    train.save_checkpoint(sys.argv[1], model, epoch=epoch)
+    files.save_checkpoint(sys.argv[1], model, epoch=epoch)
     print(epoch, flush=True)
 """
 
@@ -197,7 +212,7 @@ def test_a_process_killed_while_writing_leaves_a_loadable_checkpoint(tmp_path: P
         writer.send_signal(signal.SIGKILL)
     finally:
         writer.wait(timeout=30)
-    ckpt = train.load_checkpoint(path)
+    ckpt = files.load_checkpoint(path)
     weight = ckpt["model"]["weight"]
     assert ckpt["epoch"] >= 2 and torch.all(weight == ckpt["epoch"])  # whole, and of one epoch
 
@@ -206,23 +221,24 @@ def test_the_exported_model_is_safetensors_and_old_run_folders_still_load(tmp_pa
     model = models.create("simple_cnn", num_classes=3)
     config = {"model": "simple_cnn", "classes": ["a", "b", "c"], "image_size": 32}
     new_run, old_run = tmp_path / "new", tmp_path / "old"
-    export.save_model(new_run / "model.safetensors", model, config)
-    train.save_checkpoint(old_run / "model.pt", model, config=config)  # a run from before the change
+    files.save_model(new_run / "model.safetensors", model, config)
+    files.save_checkpoint(old_run / "model.pt", model, config=config)  # a run from before the change
     for run in (new_run, old_run):
-        loaded, loaded_config = cli.load_run(run)
+        loaded, loaded_config = runs.load_run(run)
         assert loaded_config == config and not loaded.training
         assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
     header = json.loads((new_run / "model.safetensors").read_bytes()[8:][: 2**16].split(b"}}")[0] + b"}}")
     assert json.loads(header["__metadata__"]["config"]) == config
     (new_run / "model.safetensors").write_bytes((new_run / "model.safetensors").read_bytes()[:100])
     with pytest.raises(CompanionError, match="not a readable safetensors file"):
-        cli.load_run(new_run)
+        runs.load_run(new_run)
 
 
+@needs_photos
 def test_predict_names_an_unreadable_image_and_exits_2(photo_folder: Path, tmp_path: Path, capsys):
     run = tmp_path / "run"
     model = models.create("simple_cnn", num_classes=2)
-    export.save_model(
+    files.save_model(
         run / "model.safetensors", model, {"model": "simple_cnn", "classes": ["chelsea", "coffee"], "image_size": 32}
     )
     bomb = tmp_path / "not_an_image.png"
@@ -233,12 +249,3 @@ def test_predict_names_an_unreadable_image_and_exits_2(photo_folder: Path, tmp_p
     assert str(good) in out and "chelsea" in out
     assert f"skipped: {bomb} is not an image PIL can read" in err
     assert err.strip().splitlines()[-1] == f"error: 1 of 2 images could not be read: {bomb}"
-
-
-def test_a_corrupt_config_json_is_named_on_resume(tmp_path: Path):
-    out = tmp_path / "run"
-    out.mkdir()
-    (out / "config.json").write_text("{not json")
-    with pytest.raises(CompanionError, match="its config.json is unreadable"):
-        cli._prepare_run_dir(out, {"model": "simple_cnn"}, resume=True)
-    os.remove(out / "config.json")

@@ -20,7 +20,7 @@ def _declared(section: str, keys: tuple[str, ...]) -> tuple[str, ...]:
         from edition.chapters import chapters
 
         assert len(keys) == 2 and keys[1] in {md.stem for md in chapters()}, f"no chapter {keys}"
-        return ("seconds",)
+        return ("seconds", "peak_rss_mb")
     module = {"mutation": "benchmarks.mutation", "gpu_tests": "benchmarks.gpu_tests"}[section]
     assert keys == (), f"{section} is one entry"
     return importlib.import_module(module).FIGURES

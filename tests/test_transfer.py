@@ -1,9 +1,23 @@
 import pytest
 import torch
 import torch.nn.functional as nn_f
+from marks import real_data
 
-from companion import data, models, train, transfer
+from companion import batch_transforms, data, files, inference, loaders, models, settings, train, transfer
 from companion.errors import CheckpointError
+
+
+def _fashion_mnist_available() -> bool:
+    """The Debian package's copy, or torchvision's in the data folder (what ``data.load`` reads)."""
+    torchvision_copy = settings.data_dir() / "FashionMNIST" / "raw" / "train-images-idx3-ubyte"
+    return data.DEBIAN_FASHION_MNIST.is_dir() or torchvision_copy.exists()
+
+
+# The fashion_small fixture: real Fashion-MNIST images.
+needs_fashion_mnist = real_data(
+    _fashion_mnist_available(),
+    f"needs Fashion-MNIST (apt-get install dataset-fashion-mnist, which fills {data.DEBIAN_FASHION_MNIST})",
+)
 
 
 def _grads(model):
@@ -38,27 +52,14 @@ def test_discriminative_groups_decrease_with_depth():
     assert n == models.count_parameters(model)  # every parameter in exactly one group
 
 
-def test_gradual_unfreezer_adds_stages_to_the_optimizer():
-    model = models.create("simple_cnn", num_classes=3)
-    transfer.freeze_stages(model, "simple_cnn", 0)
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
-    step = transfer.gradual_unfreezer("simple_cnn", lr=0.1)
-    counts = [transfer.trainable_parameters(model)]
-    for epoch in range(3):
-        step(epoch, model, opt)
-        counts.append(transfer.trainable_parameters(model))
-    assert counts == sorted(counts) and len(set(counts)) == 4
-    assert len(opt.param_groups) == 4 and counts[-1] == models.count_parameters(model)
-
-
+@needs_fashion_mnist
 def test_cached_features_are_reused_and_invalidated(tmp_path, fashion_small):
     train_set, _ = fashion_small
     subset = data.balanced_subset(train_set, 2)
     backbone = models.create("simple_cnn", num_classes=0, in_channels=1)
-    prep = data.BatchTransform(28, (0.5,), (0.5,), channels=1)
+    prep = batch_transforms.BatchTransform(28, (0.5,), (0.5,), channels=1)
     f1, y1 = transfer.cached_features(backbone, subset, preprocess=prep, cache_dir=tmp_path)
     assert f1.shape == (20, 128) and len(list(tmp_path.glob("*.pt"))) == 1
-    transfer._MEMORY_CACHE.clear()
     f2, _ = transfer.cached_features(backbone, subset, preprocess=prep, cache_dir=tmp_path)
     assert torch.equal(f1, f2) and len(list(tmp_path.glob("*.pt"))) == 1  # read back from disk
     # another subset, other weights, another transform: never the stale entry
@@ -68,17 +69,20 @@ def test_cached_features_are_reused_and_invalidated(tmp_path, fashion_small):
         backbone.features[0].weight.mul_(2)
     f3, _ = transfer.cached_features(backbone, subset, preprocess=prep, cache_dir=tmp_path)
     transfer.cached_features(
-        backbone, subset, preprocess=data.BatchTransform(32, (0.5,), (0.5,), channels=1), cache_dir=tmp_path
+        backbone, subset, preprocess=batch_transforms.BatchTransform(32, (0.5,), (0.5,), channels=1), cache_dir=tmp_path
     )
     assert not torch.equal(f1, f3) and len(list(tmp_path.glob("*.pt"))) == 4
 
 
+@needs_fashion_mnist
 def test_extract_features_leaves_batchnorm_alone(fashion_small):
     backbone = models.create("simple_cnn", num_classes=0, in_channels=1)
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
     backbone.train()
-    feats, labels = transfer.extract_features(
-        backbone, data.make_loader(fashion_small[0], 64), preprocess=data.BatchTransform(28, (0.5,), (0.5,), channels=1)
+    feats, labels = inference.extract_features(
+        backbone,
+        loaders.make_loader(fashion_small[0], 64),
+        preprocess=batch_transforms.BatchTransform(28, (0.5,), (0.5,), channels=1),
     )
     assert feats.shape == (200, 128) and labels.shape == (200,)
     assert all(torch.equal(v, backbone.state_dict()[k]) for k, v in before.items())
@@ -111,9 +115,10 @@ def test_transferable_state_leaves_out_head_and_mismatches():
     target.load_state_dict(state, strict=False)
     assert torch.equal(target.features[0].weight, source["features.0.weight"])
     with pytest.raises(CheckpointError, match="class-count mismatch: the checkpoint has 6 classes, the model 4"):
-        train.load_weights(target, source)  # the 6-class head does not fit a 4-class model
+        files.load_weights(target, source)  # the 6-class head does not fit a 4-class model
 
 
+@needs_fashion_mnist
 def test_multitask_net_trains_both_heads_through_fit(fashion_small):
     train_set, test_set = fashion_small
     group = torch.tensor([0, 1, 0, 0, 0, 2, 0, 2, 3, 2])  # tops, trousers, footwear, bags
@@ -125,24 +130,21 @@ def test_multitask_net_trains_both_heads_through_fit(fashion_small):
         models.spec("simple_cnn").feature_dim,
         {"category": 10, "group": 4},
     )
-    prep = data.BatchTransform(28, (0.5,), (0.5,), channels=1)
+    prep = batch_transforms.BatchTransform(28, (0.5,), (0.5,), channels=1)
     before = {t: h.weight.detach().clone() for t, h in net.heads.items()}
-    loader = data.ArrayLoader(train_set.images, labels, 50, shuffle=True)
+    loader = loaders.ArrayLoader(train_set.images, labels, 50, shuffle=True)
     history = train.fit(
         net,
         loader,
-        data.ArrayLoader(test_set.images, test_labels, 100),
+        loaders.ArrayLoader(test_set.images, test_labels, 100),
         epochs=3,
-        lr=3e-3,
+        optimizer=torch.optim.AdamW(net.parameters(), lr=3e-3),
         preprocess=prep,
-        loss_fn=net.loss,
-        correct_fn=net.correct,
-        verbose=False,
-        device="cpu",
+        loss_fn=net.loss,  # its .correct counts an image as right when every task is
     )
     assert all(not torch.equal(before[t], h.weight) for t, h in net.heads.items())  # both heads learned
     assert history[-1]["train_loss"] < history[0]["train_loss"]
-    acc = net.task_accuracy(data.ArrayLoader(test_set.images, test_labels, 100), preprocess=prep)
+    acc = net.task_accuracy(loaders.ArrayLoader(test_set.images, test_labels, 100), preprocess=prep)
     assert acc["group"] > 0.4 and acc["category"] > 0.2  # chance: 0.25 (most frequent group 0.5) and 0.1
     assert 0 <= history[-1]["val_accuracy"] <= min(acc.values())  # all tasks right <= each task right
 
@@ -224,25 +226,6 @@ def test_discriminative_groups_exact_learning_rates_and_members():
     assert sum(len(g["params"]) for g in groups) == len(_trainable(model))
 
 
-def test_gradual_unfreezer_timing_members_and_learning_rates():
-    model = models.create("simple_cnn", num_classes=3)
-    transfer.freeze_stages(model, "simple_cnn", 0)
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
-    step = transfer.gradual_unfreezer("simple_cnn", lr=0.1, decay=0.5, every=2)
-    trainable = []
-    for epoch in range(8):
-        step(epoch, model, optimizer)
-        trainable.append(_trainable(model))
-    head = {"classifier.weight", "classifier.bias"}
-    stage = [_names_under(model, s) for s in STAGE_PREFIXES]
-    assert trainable[0] == head and trainable[1] == head | stage[2]  # after epochs 2, 4, 6 (every=2)
-    assert trainable[2] == trainable[1] and trainable[3] == head | stage[2] | stage[1]
-    assert trainable[5] == trainable[7] == head | stage[2] | stage[1] | stage[0]
-    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.1, 0.05, 0.025, 0.0125])
-    named = {id(p): n for n, p in model.named_parameters()}
-    assert [{named[id(p)] for p in g["params"]} for g in optimizer.param_groups[1:]] == [stage[2], stage[1], stage[0]]
-
-
 def test_reinitialize_stages_changes_exactly_the_later_stages_and_the_head():
     model = models.create("simple_cnn", num_classes=3)
     with torch.no_grad():  # move every tensor away from its initial value, so any reset shows
@@ -296,7 +279,7 @@ def test_extract_features_equal_the_eval_mode_backbone_in_loader_order():
     backbone = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.BatchNorm1d(6), torch.nn.Dropout(0.5))
     backbone.train()
     x, y = torch.randn(9, 4), torch.arange(9)
-    features, labels = transfer.extract_features(backbone, [(x[:5], y[:5]), (x[5:], y[5:])], device="cpu")
+    features, labels = inference.extract_features(backbone, [(x[:5], y[:5]), (x[5:], y[5:])])
     with torch.no_grad():
         expected = backbone.eval()(x)
     assert torch.allclose(features, expected, atol=1e-6) and torch.equal(labels, y)
@@ -335,56 +318,44 @@ def test_multitask_correct_and_task_accuracy_count_exactly():
     )  # predicts a=0,1,2,0; b=0,1,0,1
     labels = torch.tensor([[0, 0], [1, 1], [0, 0], [0, 1]])  # a right: rows 0, 1, 3; b right: every row
     logits = net(x)
-    assert net.correct(logits, labels) == 3  # rows 0, 1 and 3: every task right
-    assert net.task_accuracy([(x[:3], labels[:3]), (x[3:], labels[3:])], device="cpu") == {"a": 0.75, "b": 1.0}
+    correct = net.loss.correct(logits, labels)
+    assert correct.dim() == 0 and correct == 3  # rows 0, 1 and 3: every task right
+    assert net.task_accuracy([(x[:3], labels[:3]), (x[3:], labels[3:])]) == {"a": 0.75, "b": 1.0}
     expected = nn_f.cross_entropy(logits[:, :3], labels[:, 0]) + 0.5 * nn_f.cross_entropy(logits[:, 3:], labels[:, 1])
     assert torch.allclose(net.loss(logits, labels), expected)
-    assert {t: v.shape for t, v in net.split(logits).items()} == {"a": (4, 3), "b": (4, 2)}
+    assert {t: v.shape for t, v in net.loss.split(logits).items()} == {"a": (4, 3), "b": (4, 2)}
     with pytest.raises(ValueError, match="at least one task"):
         transfer.MultiTaskNet(torch.nn.Flatten(), 5, {})
 
 
-def test_cached_features_come_from_memory_then_disk(tmp_path, fashion_small):
+@needs_fashion_mnist
+def test_cached_features_are_the_backbones_and_come_back_from_disk(tmp_path, fashion_small, monkeypatch):
     subset = data.balanced_subset(fashion_small[0], 1)
     backbone = models.create("simple_cnn", num_classes=0, in_channels=1)
-    prep = data.BatchTransform(28, (0.5,), (0.5,), channels=1)
+    prep = batch_transforms.BatchTransform(28, (0.5,), (0.5,), channels=1)
     first = transfer.cached_features(backbone, subset, preprocess=prep, cache_dir=tmp_path)
-    assert transfer.cached_features(backbone, subset, preprocess=prep, cache_dir=tmp_path) is first  # memory
-    expected = transfer.extract_features(backbone, data.make_loader(subset, 4), preprocess=prep)
+    expected = inference.extract_features(backbone, loaders.make_loader(subset, 4), preprocess=prep)
     assert torch.allclose(first[0], expected[0], atol=1e-6) and torch.equal(first[1], subset.labels)
     stored = torch.load(next(tmp_path.glob("*.pt")), weights_only=True)
     assert torch.equal(stored["features"], first[0]) and torch.equal(stored["labels"], first[1])
+    monkeypatch.setattr(transfer, "extract_features", lambda *a, **k: pytest.fail("extracted a second time"))
+    again = transfer.cached_features(backbone, subset, preprocess=prep, cache_dir=tmp_path)
+    assert torch.equal(again[0], first[0]) and torch.equal(again[1], first[1])  # read back from the file
 
 
 def test_documented_defaults():
-    """The defaults the docstrings promise: decay 0.5 and no weight decay per stage, one stage
-    unfrozen per epoch at half the rate, the frozen extractor, a shuffled feature loader seeded 0."""
+    """The defaults the docstrings promise: decay 0.5 and no weight decay per stage, the frozen
+    extractor, a shuffled feature loader seeded 0."""
     model = models.create("simple_cnn", num_classes=3)
     groups = transfer.discriminative_param_groups(model, "simple_cnn", lr=0.1)
     assert [g["lr"] for g in groups] == pytest.approx([0.1, 0.05, 0.025, 0.0125])
     assert all(g["weight_decay"] == 0.0 for g in groups)
     transfer.freeze_stages(model, "simple_cnn")
     assert _trainable(model) == {"classifier.weight", "classifier.bias"}
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
-    step = transfer.gradual_unfreezer("simple_cnn", lr=0.1)
-    step(0, model, optimizer)
-    assert optimizer.param_groups[-1]["lr"] == pytest.approx(0.05) and len(optimizer.param_groups) == 2
     features, labels = torch.arange(20.0).view(20, 1), torch.arange(20)
     default = torch.cat([y for _, y in transfer.feature_loader(features, labels, 5)])
     assert torch.equal(default, torch.cat([y for _, y in transfer.feature_loader(features, labels, 5, seed=0)]))
     assert not torch.equal(default, torch.cat([y for _, y in transfer.feature_loader(features, labels, 5, seed=1)]))
-
-
-def test_gradual_unfreezer_every_three_epochs():
-    model = models.create("simple_cnn", num_classes=3)
-    transfer.freeze_stages(model, "simple_cnn", 0)
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
-    step = transfer.gradual_unfreezer("simple_cnn", lr=0.1, every=3)
-    counts = []
-    for epoch in range(7):
-        step(epoch, model, optimizer)
-        counts.append(len(optimizer.param_groups))
-    assert counts == [1, 1, 2, 2, 2, 3, 3]  # after epochs 3 and 6
 
 
 def test_fingerprint_tells_apart_what_the_features_depend_on():
@@ -396,13 +367,14 @@ def test_fingerprint_tells_apart_what_the_features_depend_on():
     assert fp(a) != fp(b) and fp(a) != fp(torch.nn.Linear(2, 3))
 
 
+@needs_fashion_mnist
 def test_cached_features_key_on_images_and_labels_and_default_folder(monkeypatch, tmp_path, fashion_small):
     import dataclasses
 
     monkeypatch.setenv("TLBOOK_WORK", str(tmp_path))
     subset = data.balanced_subset(fashion_small[0], 1)
     backbone = models.create("simple_cnn", num_classes=0, in_channels=1)
-    prep = data.BatchTransform(28, (0.5,), (0.5,), channels=1)
+    prep = batch_transforms.BatchTransform(28, (0.5,), (0.5,), channels=1)
     _, labels = transfer.cached_features(backbone, subset, preprocess=prep)
     assert len(list((tmp_path / "features").glob("*.pt"))) == 1  # default: $TLBOOK_WORK/features
     relabelled = dataclasses.replace(subset, labels=subset.labels.flip(0))
@@ -415,7 +387,7 @@ def test_cached_features_key_on_images_and_labels_and_default_folder(monkeypatch
 
 def test_multitask_task_accuracy_of_an_empty_loader_is_zero():
     net = transfer.MultiTaskNet(torch.nn.Flatten(), 5, {"a": 3})
-    assert net.task_accuracy([], device="cpu") == {"a": 0.0}
+    assert net.task_accuracy([]) == {"a": 0.0}
     with pytest.raises(ValueError, match=r"^MultiTaskNet needs at least one task, e\.g\. tasks=\{'category': 10\}$"):
         transfer.MultiTaskNet(torch.nn.Flatten(), 5, {})
 
@@ -432,11 +404,11 @@ def test_task_accuracy_of_a_single_image():
             head.weight.copy_(torch.eye(2))
             head.bias.zero_()
     loader = [(torch.tensor([[1.0, 0.0]]), torch.tensor([[0, 1]]))]
-    assert net.task_accuracy(loader, device="cpu") == {"a": 1.0, "b": 0.0}
+    assert net.task_accuracy(loader) == {"a": 1.0, "b": 0.0}
 
 
 def test_fusions_of_different_layers_do_not_share_cached_features(tmp_path, monkeypatch):
-    monkeypatch.setenv("TLBOOK_DATA", str(tmp_path))
+    monkeypatch.setenv("TLBOOK_WORK", str(tmp_path))  # the default cache folder, $TLBOOK_WORK/features
     images = data.ArrayImageDataset(
         torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8),
         torch.tensor([0, 1, 0, 1]),
@@ -445,7 +417,7 @@ def test_fusions_of_different_layers_do_not_share_cached_features(tmp_path, monk
         "test",
     )
     net = models.create("simple_cnn", num_classes=2)
-    prep = data.BatchTransform.for_model("simple_cnn")
+    prep = batch_transforms.BatchTransform.for_model("simple_cnn")
     blocks = [name for name, m in net.named_modules() if isinstance(m, torch.nn.Conv2d)]
     first, _ = transfer.cached_features(
         transfer.MultiDepthFeatures(net, blocks[:1]), images, preprocess=prep, device="cpu"
@@ -453,4 +425,4 @@ def test_fusions_of_different_layers_do_not_share_cached_features(tmp_path, monk
     both, _ = transfer.cached_features(
         transfer.MultiDepthFeatures(net, blocks[:2]), images, preprocess=prep, device="cpu"
     )
-    assert both.shape[1] > first.shape[1]
+    assert both.shape[1] > first.shape[1] and len(list((tmp_path / "features").glob("*.pt"))) == 2

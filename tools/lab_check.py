@@ -7,7 +7,7 @@ in the text editor. Chromium is driven over its DevTools protocol (a websocket),
 double-click needs a running page. The screenshot lands in
 ``_build/screenshots/jupyterlab_first_transfer.png``.
 
-Usage: python tests/lab_check.py   (exit status 0 when the chapter opened as a notebook)
+Usage: python tools/lab_check.py   (exit status 0 when the chapter opened as a notebook)
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Turn every chapter under book/ (MyST Markdown notebooks) into an .ipynb for nbval.
 
-Usage: python tests/chapters_to_notebooks.py OUT_DIR
+Usage: python tools/chapters_to_notebooks.py OUT_DIR
 
 A chapter is any book/**/*.md whose front matter has a jupytext ``kernelspec`` (outside ``_``
 folders such as the stored reference edition, see ``edition.chapters``); a chapter added later

@@ -3,7 +3,7 @@ fail if a page shows a Python traceback or error output, links to a page or file
 exist, shows an image that is missing, or has code cells but no provenance header saying where
 its outputs came from (the reference edition, or a build run under a banner).
 
-Usage: python tests/browser_check.py [SITE_DIR]   (default _build/html; run `make book` first)
+Usage: python tools/browser_check.py [SITE_DIR]   (default _build/html; run `make book` first)
 
 The site is served on 127.0.0.1 by Python's http.server, and Chromium (Debian's ``chromium``) is
 started headless with no network beyond loopback. Screenshots of the last run stay in
