@@ -110,8 +110,9 @@ def test_a_chinese_chapter_ends_with_exercises_and_collapsed_hints(md: Path):
 def test_the_chinese_api_page_documents_the_same_modules_without_indexing_them_twice():
     english = (BOOK / "api.md").read_text(encoding="utf-8")
     chinese = (BOOK / "zh" / "api.md").read_text(encoding="utf-8")
-    modules = re.findall(r"^\.\. automodule:: (\S+)$", english, re.M)
-    assert re.findall(r"^\.\. automodule:: (\S+)$", chinese, re.M) == modules
+    documented = r"^\.\. (?:automodule|autodata):: (\S+)$"  # every object Sphinx indexes
+    modules = re.findall(documented, english, re.M)
+    assert re.findall(documented, chinese, re.M) == modules
     assert len(re.findall(r"^   :no-index:$", chinese, re.M)) == len(modules)
     assert ":keyprefix: zh-" in (BOOK / "zh" / "bibliography.md").read_text(encoding="utf-8")
 
