@@ -39,6 +39,15 @@ WORDS = {
         "met": "goal of {goal:g}× reached",
         "no_gpu": "No GPU run is recorded in this edition: the chapters' full-size figures are the "
         "published ones they cite.",
+        "recipe": "recipe",
+        "accuracy": "test accuracy (95 % interval)",
+        "seconds": "seconds",
+        "verdict": "against the best",
+        "best": "highest",
+        "tied": "indistinguishable from the highest (intervals overlap)",
+        "below": "below the highest (intervals apart)",
+        "cli": "command line (--mode finetune, same images as PNG files)",
+        "cli_ratio": "{ratio:g}× the fastest peer's time",
     },
     "zh": {
         "chapter": "章节",
@@ -53,6 +62,15 @@ WORDS = {
         "missed": "在这台机器上低于 {goal:g}× 的目标",
         "met": "达到 {goal:g}× 的目标",
         "no_gpu": "本版没有记录 GPU 运行：各章的完整规模数字就是它们引用的已发表结果。",
+        "recipe": "方案",
+        "accuracy": "测试准确率（95% 区间）",
+        "seconds": "秒",
+        "verdict": "与最高者相比",
+        "best": "最高",
+        "tied": "与最高者无法区分（区间重叠）",
+        "below": "低于最高者（区间不重叠）",
+        "cli": "命令行（--mode finetune，同样的图像存为 PNG 文件）",
+        "cli_ratio": "最快同类方案用时的 {ratio:g} 倍",
     },
 }
 
@@ -122,7 +140,31 @@ def full_size_rows(results: dict, lang: str = "en") -> tuple[list[str], list[lis
     return [w["benchmark"], w["value"], w["measured"]], rows
 
 
-TABLES = {"chapter-times": chapter_minutes, "benchmarks": benchmark_rows, "full-size": full_size_rows}
+def peer_rows(results: dict, lang: str = "en") -> tuple[list[str], list[list[str]]]:
+    """The peer benchmark: each recipe's test accuracy with its interval and time, and whether its
+    interval overlaps the highest one's (then the two are not ranked); then the command line."""
+    w, entry = WORDS[lang], results.get("benchmarks", {}).get("peers")
+    header = [w["recipe"], w["accuracy"], w["seconds"], w["verdict"]]
+    if not entry:
+        return header, []
+    peers = entry["figures"]["peers"]
+    top = max(peers.values(), key=lambda r: r["test_accuracy"])
+    rows = []
+    for name, r in peers.items():
+        apart = r["test_accuracy"] + r["interval_95"] < top["test_accuracy"] - top["interval_95"]
+        verdict = w["best"] if r is top else w["below"] if apart else w["tied"]
+        rows.append([name, f"{r['test_accuracy']:.3f} ± {r['interval_95']:.3f}", f"{r['seconds']:g}", verdict])
+    ratio = entry["figures"]["peers_cli_vs_fastest"]
+    rows.append([w["cli"], "", "", w["cli_ratio"].format(ratio=ratio)])
+    return header, rows
+
+
+TABLES = {
+    "chapter-times": chapter_minutes,
+    "benchmarks": benchmark_rows,
+    "full-size": full_size_rows,
+    "peers": peer_rows,
+}
 
 
 def _table(header: list[str], rows: list[list[str]]) -> nodes.table:
@@ -142,7 +184,7 @@ def _table(header: list[str], rows: list[list[str]]) -> nodes.table:
 
 
 class MeasuredDirective(SphinxDirective):
-    """``:::{tlbook-measured} chapter-times`` (or ``benchmarks``, ``full-size``), ``:lang: zh``."""
+    """``:::{tlbook-measured} chapter-times`` (or ``benchmarks``, ``full-size``, ``peers``), ``:lang: zh``."""
 
     required_arguments = 1
     option_spec = {"lang": directives.unchanged}
