@@ -83,6 +83,30 @@ def test_a_goal_not_reached_is_said_in_words_and_no_gpu_run_in_one_sentence():
     assert measured.full_size_rows({"benchmarks": {"gpu": gpu}})[1][0][:2] == ["gpu: time_to_94_s", "41.5"]
 
 
+def test_the_peer_table_ranks_only_recipes_whose_intervals_are_apart():
+    peers = {
+        "a": {"test_accuracy": 0.80, "interval_95": 0.02, "seconds": 10.0},
+        "b": {"test_accuracy": 0.77, "interval_95": 0.02, "seconds": 5.0},  # 0.79 > 0.78: overlaps a
+        "c": {"test_accuracy": 0.70, "interval_95": 0.02, "seconds": 1.0},  # 0.72 < 0.78: apart
+    }
+    entry = {"figures": {"peers": peers, "peers_cli_vs_fastest": 1.5}, "provenance": {}}
+    _, rows = measured.peer_rows({"benchmarks": {"peers": entry}})
+    assert [r[3] for r in rows[:3]] == [
+        "highest",
+        "indistinguishable from the highest (intervals overlap)",
+        "below the highest (intervals apart)",
+    ]
+    assert rows[0][1] == "0.800 ± 0.020" and rows[3][3] == "1.5× the fastest peer's time"
+    assert measured.peer_rows({})[1] == []
+
+
+def test_the_peak_memory_column_shows_each_reference_runs_megabytes():
+    runs = {"x": {"figures": {"seconds": 90.0, "peak_rss_mb": 1234}}}
+    header, rows = measured.chapter_minutes({"reference_seconds": {"quick on CPU (2 cores)": runs}})
+    assert header == ["chapter", "minutes, quick on CPU (2 cores)", "peak MB, quick on CPU (2 cores)"]
+    assert rows == [["x", "1.5", "1,234"]]
+
+
 def test_no_header_or_banner_promises_a_pending_run():
     texts = [text for lang in banner.TEXT.values() for text in lang.values()]
     assert not any("pending" in t or "尚未进行" in t for t in texts)
