@@ -83,6 +83,38 @@ def _flip(payload: bytes, flips: list[tuple[int, int]]) -> bytes:
 FLIPS = st.lists(st.tuples(st.integers(0, 2**31), st.integers(1, 255)), min_size=1, max_size=8)
 
 
+@pytest.fixture(scope="module", params=["checkpoint", "model file"])
+def real_file(request, checkpoint_bytes, model_bytes):
+    """``(reader, file name, bytes)`` of a real checkpoint and of a real finished model file."""
+    if request.param == "checkpoint":
+        return files.load_checkpoint, "c.pt", checkpoint_bytes
+    return files.read_model, "m.safetensors", model_bytes
+
+
+@DAMAGED
+@given(payload=st.binary(max_size=5000))
+def test_random_bytes_are_never_a_checkpoint_or_model_file(tmp_path_factory, real_file, payload: bytes):
+    # Random bytes never hold a companion checkpoint or model file: always refused.
+    read, name, _ = real_file
+    assert _rejected(read, _write(tmp_path_factory, name, payload)) is not None
+
+
+@DAMAGED
+@given(cut=st.floats(0, 1, exclude_max=True))
+def test_a_truncated_file_is_a_checkpoint_error(tmp_path_factory, real_file, cut: float):
+    read, name, payload = real_file
+    assert _rejected(read, _write(tmp_path_factory, name, payload[: int(cut * len(payload))])) is not None
+
+
+@DAMAGED
+@given(flips=FLIPS)
+def test_a_file_with_flipped_bytes_loads_or_is_a_checkpoint_error(tmp_path_factory, real_file, flips):
+    # A flip inside the tensor data may leave a loadable file (other weights): both outcomes are
+    # fine, any exception other than CheckpointError is not.
+    read, name, payload = real_file
+    _rejected(read, _write(tmp_path_factory, name, _flip(payload, flips)))
+
+
 # ----------------------------------------------------------------------------- checkpoints
 
 
@@ -99,28 +131,6 @@ def test_random_bytes_of_a_few_thousand_are_a_checkpoint_error(tmp_path: Path, s
     with pytest.raises(CheckpointError, match=r"is truncated or corrupt .*: not a PyTorch checkpoint") as refused:
         files.load_checkpoint(path)
     assert str(path) in str(refused.value)
-
-
-@DAMAGED
-@given(payload=st.binary(max_size=5000))
-def test_random_bytes_are_never_a_checkpoint(tmp_path_factory, payload: bytes):
-    # Random bytes never hold a dict with a "model" state dict of tensors: always refused.
-    assert _rejected(files.load_checkpoint, _write(tmp_path_factory, "c.pt", payload)) is not None
-
-
-@DAMAGED
-@given(cut=st.floats(0, 1, exclude_max=True))
-def test_a_truncated_checkpoint_is_a_checkpoint_error(tmp_path_factory, checkpoint_bytes, cut: float):
-    payload = checkpoint_bytes[: int(cut * len(checkpoint_bytes))]
-    assert _rejected(files.load_checkpoint, _write(tmp_path_factory, "c.pt", payload)) is not None
-
-
-@DAMAGED
-@given(flips=FLIPS)
-def test_a_checkpoint_with_flipped_bytes_loads_or_is_a_checkpoint_error(tmp_path_factory, checkpoint_bytes, flips):
-    # A flip inside the tensor data may leave a loadable file (other weights): both outcomes are
-    # fine, any exception other than CheckpointError is not.
-    _rejected(files.load_checkpoint, _write(tmp_path_factory, "c.pt", _flip(checkpoint_bytes, flips)))
 
 
 def test_a_missing_checkpoint_and_a_pickled_object_are_checkpoint_errors(tmp_path: Path):
@@ -148,25 +158,6 @@ def test_random_bytes_of_a_few_thousand_are_not_a_model_file(tmp_path: Path, see
     path.write_bytes(RANDOM_FILES[seed])
     with pytest.raises(CheckpointError, match="is not a readable safetensors file"):
         files.read_model(path)
-
-
-@DAMAGED
-@given(payload=st.binary(max_size=5000))
-def test_random_bytes_are_never_a_model_file(tmp_path_factory, payload: bytes):
-    assert _rejected(files.read_model, _write(tmp_path_factory, "m.safetensors", payload)) is not None
-
-
-@DAMAGED
-@given(cut=st.floats(0, 1, exclude_max=True))
-def test_a_truncated_model_file_is_a_checkpoint_error(tmp_path_factory, model_bytes, cut: float):
-    payload = model_bytes[: int(cut * len(model_bytes))]
-    assert _rejected(files.read_model, _write(tmp_path_factory, "m.safetensors", payload)) is not None
-
-
-@DAMAGED
-@given(flips=FLIPS)
-def test_a_model_file_with_flipped_bytes_reads_or_is_a_checkpoint_error(tmp_path_factory, model_bytes, flips):
-    _rejected(files.read_model, _write(tmp_path_factory, "m.safetensors", _flip(model_bytes, flips)))
 
 
 def test_a_model_file_without_the_companions_config_is_refused(tmp_path: Path):
