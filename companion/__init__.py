@@ -3,9 +3,10 @@
 Modules, one job each: :mod:`~companion.settings` (environment variables),
 :mod:`~companion.profiles`, :mod:`~companion.hardware`, :mod:`~companion.provenance`,
 :mod:`~companion.cnn_math`, :mod:`~companion.models`, :mod:`~companion.hooks`, data
-(:mod:`~companion.data` datasets, :mod:`~companion.folders` image folders,
-:mod:`~companion.batch_transforms`, :mod:`~companion.loaders`), :mod:`~companion.inference`,
-:mod:`~companion.metrics`, :mod:`~companion.train`, :mod:`~companion.transfer`,
+(:mod:`~companion.data` datasets, :mod:`~companion.photos` the colour photos,
+:mod:`~companion.folders` image folders, :mod:`~companion.batch_transforms`,
+:mod:`~companion.loaders`), :mod:`~companion.inference`, :mod:`~companion.metrics`,
+:mod:`~companion.stats` (intervals and paired comparisons), :mod:`~companion.train`, :mod:`~companion.transfer`,
 :mod:`~companion.recipes`, :mod:`~companion.files` (every file written or read back),
 :mod:`~companion.runs` (run folders), :mod:`~companion.distributed`, :mod:`~companion.plots`,
 :mod:`~companion.cli`.

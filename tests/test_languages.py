@@ -119,6 +119,6 @@ def test_the_chinese_api_page_documents_the_same_modules_without_indexing_them_t
 
 @pytest.mark.parametrize("name", ["alexnet", "first_transfer", "vgg16_objects", "mnist_mobilenet"])
 def test_corrections_of_common_chinese_tutorial_claims_are_boxed(name: str):
-    """The claims common in Chinese tutorials that the book corrects stand in a 原文勘误 box."""
+    """The claims common in Chinese tutorials that the book corrects stand in a 常见误解勘正 box."""
     text = (BOOK / "zh" / f"{name}.md").read_text(encoding="utf-8")
-    assert re.search(r"^:::\{admonition\} 原文勘误$", text, re.M), f"zh/{name}.md has no 原文勘误 box"
+    assert re.search(r"^:::\{admonition\} 常见误解勘正$", text, re.M), f"zh/{name}.md has no 常见误解勘正 box"
