@@ -122,6 +122,15 @@ def _run_config(args: argparse.Namespace, root: Path, size: int, classes: list[s
 # ----------------------------------------------------------------------------- train
 
 
+def _cached(splits, augment: bool):
+    """The splits of :func:`~companion.runs.split_folder` with every deterministic view kept in
+    memory after its first epoch (:class:`~companion.folders.TensorCache`): validation always,
+    training too without augmentation. Decoded images are already cached for the random views."""
+    train_ds, train_eval_ds, val_ds, classes = splits
+    train_ds = train_ds if augment else folders.TensorCache(train_ds)
+    return train_ds, train_eval_ds, folders.TensorCache(val_ds), classes
+
+
 def _fit_feature_head(args, splits, loader, device, checkpoint: Path):
     """Feature mode: the frozen pretrained backbone's features of every image, extracted once (eval
     transform, dataset order), then a new linear head trained on them (:func:`~companion.recipes.train_probe`).
@@ -192,7 +201,8 @@ def _train(args: argparse.Namespace, device: torch.device) -> dict:
     root, out = Path(args.data_dir), Path(args.out)
     hardware.seed_everything(args.seed)
     size = args.image_size or models.preprocessing(name).crop
-    splits = runs.split_folder(root, args.val_fraction, args.seed, *_transforms(name, size, args.augment))
+    splits = _cached(runs.split_folder(root, args.val_fraction, args.seed, *_transforms(name, size, args.augment),
+                                       cache=folders.DecodedCache()), args.augment)  # fmt: skip
     train_ds, _, val_ds, classes = splits
     config = _run_config(args, root, size, classes)
     lock = runs.prepare_run_dir(out, config, args.resume) if main else None  # noqa: F841 (held to the end)

@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 import torchvision
 from PIL import Image, UnidentifiedImageError
 
@@ -132,10 +133,49 @@ class _CheckedImageFolder(torchvision.datasets.ImageFolder):
         return self._checked_classes, {c: i for i, c in enumerate(self._checked_classes)}
 
 
-def image_folder(root: str | Path, transform=None, *, report: bool = True) -> torchvision.datasets.ImageFolder:
+class DecodedCache:
+    """A loader for ``ImageFolder`` that keeps every decoded image (:func:`read_image`) in
+    memory, up to ``budget_mb`` of pixels per process, so that later epochs skip the decoding.
+    Each DataLoader worker holds its own cache."""
+
+    def __init__(self, budget_mb: float = 512) -> None:
+        self.budget, self.used, self.images = budget_mb * 2**20, 0, {}
+
+    def __call__(self, path: str) -> Image.Image:
+        if path in self.images:
+            return self.images[path]
+        image = read_image(path)
+        size = image.width * image.height * 3
+        if self.used + size <= self.budget:
+            self.images[path], self.used = image, self.used + size
+        return image
+
+
+class TensorCache(torch.utils.data.Dataset):
+    """``dataset`` whose items (after a deterministic transform, e.g. the evaluation one) are
+    kept after their first read, up to ``budget_mb`` of tensors per process."""
+
+    def __init__(self, dataset, budget_mb: float = 512) -> None:
+        self.dataset, self.budget, self.used, self.items = dataset, budget_mb * 2**20, 0, {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        if index in self.items:
+            return self.items[index]
+        x, y = self.dataset[index]
+        if self.used + x.nbytes <= self.budget:
+            self.items[index], self.used = (x, y), self.used + x.nbytes
+        return x, y
+
+
+def image_folder(
+    root: str | Path, transform=None, *, report: bool = True, cache: DecodedCache | None = None
+) -> torchvision.datasets.ImageFolder:
     """torchvision's ``ImageFolder`` over ``root`` after :func:`check_image_folder`; files that
     cannot be read are skipped and listed (never silently), sub-folders without a readable
-    image are not classes."""
+    image are not classes. With ``cache``, decoded images are kept for later epochs."""
     classes, readable, bad = _scan(Path(root))
     if report:
         for f, why in bad:
@@ -144,7 +184,7 @@ def image_folder(root: str | Path, transform=None, *, report: bool = True) -> to
         str(root),
         classes,
         transform=transform,
-        loader=read_image,
+        loader=cache or read_image,
         is_valid_file=lambda p: os.path.abspath(p) in readable,  # exactly the files checked and read
     )
     provenance.record(

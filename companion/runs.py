@@ -40,20 +40,21 @@ def stratified_split(targets: list[int], val_fraction: float, seed: int) -> tupl
     return sorted(train_idx), sorted(val_idx)
 
 
-def split_folder(root: Path, val_fraction: float, seed: int, train_tf, eval_tf):
+def split_folder(root: Path, val_fraction: float, seed: int, train_tf, eval_tf, *, cache=None):
     """``(train dataset, train dataset with eval transform, val dataset, classes)`` for the image
-    folder ``root``: its ``train/`` and ``val/`` folders, or a :func:`stratified_split` of it."""
+    folder ``root``: its ``train/`` and ``val/`` folders, or a :func:`stratified_split` of it.
+    ``cache`` (a :class:`~companion.folders.DecodedCache`) keeps decoded images for later epochs."""
     root = Path(root)
     if (root / "train").is_dir() and (root / "val").is_dir():
-        train_ds = folders.image_folder(root / "train", train_tf)
-        val_ds = folders.image_folder(root / "val", eval_tf)
+        train_ds = folders.image_folder(root / "train", train_tf, cache=cache)
+        val_ds = folders.image_folder(root / "val", eval_tf, cache=cache)
         if train_ds.classes != val_ds.classes:
             raise ImageFolderError(
                 f"{root}/train has classes {train_ds.classes} but {root}/val has {val_ds.classes}. "
                 f"Fix: give both the same class sub-folders"
             )
         return train_ds, folders.with_transform(train_ds, eval_tf), val_ds, train_ds.classes
-    full_train = folders.image_folder(root, train_tf)
+    full_train = folders.image_folder(root, train_tf, cache=cache)
     full_eval = folders.with_transform(full_train, eval_tf)
     targets = full_train.targets
     counts = {c: targets.count(i) for i, c in enumerate(full_train.classes)}

@@ -44,10 +44,10 @@ WORDS = {
         "seconds": "seconds",
         "verdict": "against the best",
         "best": "highest",
-        "tied": "indistinguishable from the highest (intervals overlap)",
-        "below": "below the highest (intervals apart)",
+        "tied": "indistinguishable from the highest (paired 95% interval of the difference {d} includes 0)",
+        "below": "below the highest (paired 95% interval of the difference {d})",
         "cli": "command line (--mode finetune, same images as PNG files)",
-        "cli_ratio": "{ratio:g}× the fastest peer's time",
+        "cli_ratio": "{ratio:g}× the fastest peer's time, {same:g}× its own recipe on tensors in memory",
     },
     "zh": {
         "chapter": "章节",
@@ -67,10 +67,10 @@ WORDS = {
         "seconds": "秒",
         "verdict": "与最高者相比",
         "best": "最高",
-        "tied": "与最高者无法区分（区间重叠）",
-        "below": "低于最高者（区间不重叠）",
+        "tied": "与最高者无法区分（差值的配对 95% 区间 {d} 包含 0）",
+        "below": "低于最高者（差值的配对 95% 区间 {d}）",
         "cli": "命令行（--mode finetune，同样的图像存为 PNG 文件）",
-        "cli_ratio": "最快同类方案用时的 {ratio:g} 倍",
+        "cli_ratio": "最快同类方案用时的 {ratio:g} 倍，同一方案在内存张量上用时的 {same:g} 倍",
     },
 }
 
@@ -151,11 +151,14 @@ def peer_rows(results: dict, lang: str = "en") -> tuple[list[str], list[list[str
     top = max(peers.values(), key=lambda r: r["test_accuracy"])
     rows = []
     for name, r in peers.items():
-        apart = r["test_accuracy"] + r["interval_95"] < top["test_accuracy"] - top["interval_95"]
-        verdict = w["best"] if r is top else w["below"] if apart else w["tied"]
-        rows.append([name, f"{r['test_accuracy']:.3f} ± {r['interval_95']:.3f}", f"{r['seconds']:g}", verdict])
-    ratio = entry["figures"]["peers_cli_vs_fastest"]
-    rows.append([w["cli"], "", "", w["cli_ratio"].format(ratio=ratio)])
+        difference, low, high = r["vs_best"]
+        shown = f"{difference:+.3f} [{low:+.3f}, {high:+.3f}]"
+        verdict = w["best"] if r is top else (w["below"] if high < 0 else w["tied"]).format(d=shown)
+        low_acc, high_acc = r["interval_95"]
+        rows.append([name, f"{r['test_accuracy']:.3f} [{low_acc:.3f}, {high_acc:.3f}]", f"{r['seconds']:g}", verdict])
+    figures = entry["figures"]
+    ratio = w["cli_ratio"].format(ratio=figures["peers_cli_vs_fastest"], same=figures["peers_cli_vs_in_memory"])
+    rows.append([w["cli"], "", "", ratio])
     return header, rows
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from marks import real_data
+from PIL import Image
 
 from companion import batch_transforms, data, folders, loaders, models, provenance
 from companion import settings as companion_settings
@@ -682,10 +683,10 @@ def test_sources_show_short_paths_and_a_failed_download_prints_nothing(monkeypat
             "Error downloading x.gz:\nTried https://example.org/, got:\n<urlopen error [Errno -2] Name or service not known>\n"
         )
 
-    assert data._try_download(offline, "MNIST") is None
+    assert data.try_download(offline, "MNIST") is None
     assert capsys.readouterr() == ("", "")  # the caller says what it uses instead, in one NOTE line
     monkeypatch.setenv("TLBOOK_OFFLINE", "1")
-    assert data._try_download(lambda: pytest.fail("no download attempt when offline"), "MNIST") is None
+    assert data.try_download(lambda: pytest.fail("no download attempt when offline"), "MNIST") is None
 
 
 def test_offline_is_probed_once_when_not_set(monkeypatch):
@@ -709,3 +710,34 @@ def test_offline_is_probed_once_when_not_set(monkeypatch):
         assert not settings.offline() and len(calls) == 1  # asked for: downloads are tried
     finally:
         settings.network_reachable.cache_clear()
+
+
+def test_the_decoded_image_cache_reads_each_file_once_within_its_budget(tmp_path, monkeypatch):
+    paths = []
+    for i in range(3):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.new("RGB", (10, 10), (i, 0, 0)).save(paths[-1])
+    reads = []
+    monkeypatch.setattr(folders, "read_image", lambda p: reads.append(p) or Image.open(p).convert("RGB"))
+    cache = folders.DecodedCache(budget_mb=2 * 300 / 2**20)  # room for two 10x10 RGB images
+    first = [cache(p) for p in paths]
+    assert [cache(p) for p in paths[:2]] == first[:2] and cache(paths[2]) is not first[2]
+    assert reads == [*paths, paths[2]]  # the third did not fit: read again
+
+
+def test_the_tensor_cache_returns_the_first_read_and_stays_within_its_budget():
+    calls = []
+
+    class Counting(torch.utils.data.Dataset):
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            calls.append(i)
+            return torch.full((10,), float(i)), i  # 40 bytes
+
+    cached = folders.TensorCache(Counting(), budget_mb=80 / 2**20)
+    assert len(cached) == 3
+    for _ in range(2):
+        assert [int(cached[i][1]) for i in range(3)] == [0, 1, 2]
+    assert calls == [0, 1, 2, 2] and cached.used == 80

@@ -83,20 +83,21 @@ def test_a_goal_not_reached_is_said_in_words_and_no_gpu_run_in_one_sentence():
     assert measured.full_size_rows({"benchmarks": {"gpu": gpu}})[1][0][:2] == ["gpu: time_to_94_s", "41.5"]
 
 
-def test_the_peer_table_ranks_only_recipes_whose_intervals_are_apart():
+def test_the_peer_table_ranks_only_recipes_whose_paired_interval_excludes_zero():
     peers = {
-        "a": {"test_accuracy": 0.80, "interval_95": 0.02, "seconds": 10.0},
-        "b": {"test_accuracy": 0.77, "interval_95": 0.02, "seconds": 5.0},  # 0.79 > 0.78: overlaps a
-        "c": {"test_accuracy": 0.70, "interval_95": 0.02, "seconds": 1.0},  # 0.72 < 0.78: apart
+        "a": {"test_accuracy": 0.80, "interval_95": [0.78, 0.82], "seconds": 10.0, "vs_best": [0.0, 0.0, 0.0]},
+        "b": {"test_accuracy": 0.77, "interval_95": [0.75, 0.79], "seconds": 5.0, "vs_best": [-0.03, -0.07, 0.01]},
+        "c": {"test_accuracy": 0.70, "interval_95": [0.68, 0.72], "seconds": 1.0, "vs_best": [-0.1, -0.14, -0.06]},
     }
-    entry = {"figures": {"peers": peers, "peers_cli_vs_fastest": 1.5}, "provenance": {}}
-    _, rows = measured.peer_rows({"benchmarks": {"peers": entry}})
+    figures = {"peers": peers, "peers_cli_vs_fastest": 1.5, "peers_cli_vs_in_memory": 1.2}
+    _, rows = measured.peer_rows({"benchmarks": {"peers": {"figures": figures, "provenance": {}}}})
     assert [r[3] for r in rows[:3]] == [
         "highest",
-        "indistinguishable from the highest (intervals overlap)",
-        "below the highest (intervals apart)",
+        "indistinguishable from the highest (paired 95% interval of the difference -0.030 [-0.070, +0.010] includes 0)",
+        "below the highest (paired 95% interval of the difference -0.100 [-0.140, -0.060])",
     ]
-    assert rows[0][1] == "0.800 ± 0.020" and rows[3][3] == "1.5× the fastest peer's time"
+    assert rows[0][1] == "0.800 [0.780, 0.820]"
+    assert rows[3][3] == "1.5× the fastest peer's time, 1.2× its own recipe on tensors in memory"
     assert measured.peer_rows({})[1] == []
 
 
