@@ -125,7 +125,7 @@ class ArrayImageDataset(torch.utils.data.Dataset):
 # ----------------------------------------------------------------------------- sources
 
 
-def _try_download(fn, what: str):
+def try_download(fn, what: str):
     """Run a download with a short socket timeout; ``None`` when offline or when it fails.
 
     Prints nothing: the caller announces what it uses instead in one ``NOTE:`` line, or raises an
@@ -151,7 +151,7 @@ def _torchvision_dataset(cls, split: str, what: str):
     try:
         return cls(root, train=train, download=False), f"torchvision copy in {root}"
     except RuntimeError:  # torchvision's "Dataset not found"
-        ds = _try_download(lambda: cls(root, train=train, download=True), what)
+        ds = try_download(lambda: cls(root, train=train, download=True), what)
         return ds, f"downloaded by torchvision to {root}"
 
 
@@ -350,7 +350,7 @@ def _fashion_mnist_readme() -> tuple[list[str], str]:
     if not cached.exists():
         import urllib.request
 
-        text = _try_download(
+        text = try_download(
             lambda: urllib.request.urlopen(FASHION_MNIST_README).read().decode("utf-8"), "Fashion-MNIST's README"
         )
         if text is None:

@@ -32,6 +32,8 @@ class Profile:
     label_budgets: tuple[int, ...]
     description: str
     val_per_class: int = 50  # validation images per class, carved from the training split
+    photo_size: int = 224  # pixels of the colour photos (companion.photos)
+    repeats: int = 3  # repeated splits or seeds where a chapter reports a spread
 
     def __str__(self) -> str:
         per = lambda n: "all" if n is None else str(n)  # noqa: E731
@@ -69,18 +71,21 @@ class Profile:
         return holds
 
 
-# name, train / validation / test images per class, epochs, pixels, batch, label budgets, description
+# name, train / validation / test images per class, epochs, pixels, batch, label budgets,
+# photo pixels, repeats, description
 _ROWS = [
-    ("smoke", 20, 10, 20, 3, 64, 50, (5, 20),
+    ("smoke", 20, 10, 20, 3, 64, 50, (5, 20), 96, 2,
      "CI and nbval: tiny real subsets, each chapter in about a minute or less on 2 CPU cores"),
-    ("quick", 50, 50, 100, 4, 96, 32, (10, 50),
+    ("quick", 50, 50, 100, 4, 96, 32, (10, 50), 224, 3,
      "the default without CUDA (a laptop, Binder): each chapter in at most 10 minutes on 2 CPU cores, 50 "
      "labelled real images per class at 96 px, enough to show and assert each chapter's lesson"),
-    ("full", None, 500, None, 15, 224, 128, (10, 50, 200, 1000), "a GPU: full datasets at full resolution"),
+    ("full", None, 500, None, 15, 224, 128, (10, 50, 200, 1000), 224, 10, "a GPU: full datasets at full resolution"),
 ]  # fmt: skip
 PROFILES: dict[str, Profile] = {
-    name: Profile(name, train, test, epochs, size, batch, budgets, about, val_per_class=val)
-    for name, train, val, test, epochs, size, batch, budgets, about in _ROWS
+    name: Profile(
+        name, train, test, epochs, size, batch, budgets, about, val_per_class=val, photo_size=photo, repeats=repeats
+    )
+    for name, train, val, test, epochs, size, batch, budgets, photo, repeats, about in _ROWS
 }
 
 

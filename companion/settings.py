@@ -11,6 +11,8 @@ variable                    what it sets                                 default
 ``TLBOOK_OFFLINE``          ``1``: never download; ``0``: always try     probe the network once
 ``TLBOOK_DOWNLOAD_TIMEOUT`` seconds before a download attempt gives up   20
 ``TLBOOK_PROGRESS``         ``0``: no progress bars                      bars shown
+``TLBOOK_STAMPS``           Tux Paint's ``stamps/`` folder (colour       Debian's, else downloaded
+                            photos, :mod:`companion.photos`)
 =========================== ============================================ ==========================
 
 torchrun's own variables (``WORLD_SIZE``, ``LOCAL_RANK``) are read by :mod:`companion.distributed`.
@@ -86,3 +88,9 @@ def download_timeout() -> float:
 def progress() -> bool:
     """Whether progress bars are shown (``TLBOOK_PROGRESS`` other than ``0``)."""
     return os.environ.get("TLBOOK_PROGRESS", "1") != "0"
+
+
+def stamps_dir() -> Path | None:
+    """``$TLBOOK_STAMPS``: a Tux Paint ``stamps/`` folder to read the colour photos from."""
+    value = os.environ.get("TLBOOK_STAMPS")
+    return Path(value) if value else None
