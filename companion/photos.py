@@ -3,8 +3,8 @@ selected, composited on white, split and written as a torchvision ``ImageFolder`
 
 Tux Paint's stamps (GPL-2) are photographs cut out on transparent backgrounds, filed by
 category, a few dozen per category, about 170 px on their median side. Debian's
-``tuxpaint-stamps-default`` installs them under :data:`DEBIAN_STAMPS`; elsewhere the upstream
-release tarball (:data:`UPSTREAM_URL`) is downloaded once into the data folder.
+``tuxpaint-stamps-default`` installs them under ``DEBIAN_STAMPS``; elsewhere the upstream
+release tarball (``UPSTREAM_URL``) is downloaded once into the data folder.
 """
 
 from __future__ import annotations
@@ -44,13 +44,13 @@ MANIFEST = "photos.json"
 
 
 def is_photograph(image: Image.Image) -> bool:
-    """Whether a stamp is a photograph (the rule of :data:`MIN_COLOURS` and :data:`MAX_COLOUR_SHARE`)."""
+    """Whether a stamp is a photograph (the rule of ``MIN_COLOURS`` and ``MAX_COLOUR_SHARE``)."""
     rgba = np.asarray(image.convert("RGBA"))
     opaque = rgba[..., :3][rgba[..., 3] >= 128].astype(np.int32) >> 3
     if len(opaque) == 0:
         return False
     _, counts = np.unique(opaque[:, 0] << 10 | opaque[:, 1] << 5 | opaque[:, 2], return_counts=True)
-    return len(counts) >= MIN_COLOURS and counts.max() / len(opaque) <= MAX_COLOUR_SHARE
+    return bool(len(counts) >= MIN_COLOURS and counts.max() / len(opaque) <= MAX_COLOUR_SHARE)
 
 
 def on_white_square(image: Image.Image) -> Image.Image:
@@ -109,7 +109,7 @@ def unpack_stamps(archive: Path, target: Path) -> Path:
 
 def select(stamps: Path) -> dict[str, tuple[list[Path], list[tuple[Path, str]]]]:
     """``{class: (photographs kept, [(file dropped, why)])}`` over the PNG files of
-    :data:`CLASSES`: files under ``cartoon/`` and ``toys/`` folders are drawings by Tux Paint's
+    ``CLASSES``: files under ``cartoon/`` and ``toys/`` folders are drawings by Tux Paint's
     own filing; the others are kept when :func:`is_photograph` says so."""
     chosen = {}
     for name, folders in CLASSES.items():

@@ -203,7 +203,7 @@ def _t_within(theta: float, df: int) -> float:
 
 def t_critical(confidence: float, df: int) -> float:
     """Two-sided critical value of Student's t with ``df`` degrees of freedom: the ``t`` with
-    P(|T| < t) = ``confidence`` (``scipy.stats.t.ppf((1 + confidence) / 2, df)``, computed
+    ``P(abs(T) < t) = confidence`` (``scipy.stats.t.ppf((1 + confidence) / 2, df)``, computed
     without scipy: the exact CDF for integer ``df``, inverted by bisection)."""
     _check_confidence(confidence)
     if df < 1:
