@@ -81,3 +81,12 @@ def extract_features(
         in dataset order.
     """
     return _collect(backbone, loader, lambda out: out.flatten(1), preprocess=preprocess, amp=amp, desc="features")
+
+
+def correct(
+    model: nn.Module, loader: Iterable[Batch], *, preprocess: Callable | None = None, amp: bool = True
+) -> torch.Tensor:
+    """Which images of ``loader`` the model classifies right: ``(N,)`` bool, on the CPU, in
+    dataset order (for an unshuffled loader); the input of :func:`companion.stats.paired_bootstrap`."""
+    probs, labels = predict(model, loader, preprocess=preprocess, amp=amp)
+    return probs.argmax(1) == labels

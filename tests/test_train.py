@@ -407,6 +407,16 @@ def test_predict_gives_softmax_of_the_eval_mode_model_in_loader_order():
     assert torch.allclose(probs, expected, atol=1e-7) and torch.equal(labels, y)
 
 
+def test_correct_marks_each_image_the_eval_mode_model_gets_right_in_loader_order():
+    model, x, y = _linear_problem()
+    model = nn.Sequential(model, nn.Dropout(0.5))
+    right = inference.correct(model, _uneven(x, y))
+    with torch.no_grad():
+        expected = model.eval()(x).argmax(1) == y
+    assert right.dtype == torch.bool and torch.equal(right, expected)
+    assert 0 < right.sum() < len(y)  # the check can tell right from wrong
+
+
 def test_worst_mistakes_are_the_most_confident_wrong_predictions_first():
     probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7], [0.95, 0.05]])
     labels = torch.tensor([1, 1, 1, 0, 0])  # wrong: rows 0 (0.9), 2 (0.6), 3 (0.7)
