@@ -9,7 +9,7 @@ import torch
 
 from . import distributed
 from .data import ArrayImageDataset
-from .hardware import default_num_workers
+from .hardware import default_num_workers, inference_batch_size
 
 
 class ArrayLoader:
@@ -58,7 +58,7 @@ class ArrayLoader:
 
 def make_loader(
     dataset: torch.utils.data.Dataset,
-    batch_size: int,
+    batch_size: int | None = None,
     shuffle: bool = False,
     *,
     seed: int = 0,
@@ -68,7 +68,12 @@ def make_loader(
 ):
     """A loader for ``dataset``: :class:`ArrayLoader` for in-memory datasets, else a
     ``DataLoader`` with seeded shuffling, :func:`~companion.hardware.default_num_workers` workers and pinned memory
-    on CUDA. Under torchrun each process reads its shard of every epoch (:mod:`companion.distributed`)."""
+    on CUDA. Under torchrun each process reads its shard of every epoch (:mod:`companion.distributed`).
+
+    ``batch_size=None`` is for evaluation: :func:`~companion.hardware.inference_batch_size` of
+    ``device`` (default the CPU)."""
+    if batch_size is None:
+        batch_size = inference_batch_size(torch.device(device if device is not None else "cpu"))
     if isinstance(dataset, ArrayImageDataset):
         return ArrayLoader(
             dataset.images, dataset.labels, batch_size, shuffle, seed=seed, device=device, drop_last=drop_last

@@ -1,4 +1,4 @@
-"""Figures of the book: learning curves, image grids, confusion matrices, filters, feature maps."""
+"""Figures of the book: learning curves, points with their intervals, image grids, confusion matrices, filters, feature maps."""
 
 from __future__ import annotations
 
@@ -24,6 +24,14 @@ def learning_curves(
     if title:
         ax.set_title(title)
     return ax
+
+
+def with_intervals(ax, x: Sequence[float], estimates: Sequence[Sequence[float]], label: str | None = None):
+    """One line of points at ``x`` with error bars: ``estimates`` holds one ``(value, low,
+    high)`` triple per point (:func:`companion.stats.accuracy_interval`, or a
+    :class:`~companion.stats.Spread`'s ``mean, low, high``)."""
+    value, low, high = (np.asarray(column, dtype=float) for column in zip(*estimates))
+    return ax.errorbar(x, value, yerr=[value - low, high - value], marker="o", capsize=3, label=label)
 
 
 def accuracy_vs_parameters(table, accuracy: str, chance: float | None = None, ax=None, title: str | None = None):

@@ -181,7 +181,7 @@ def cached_features(
     dataset,
     *,
     preprocess: Callable | None = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     device: torch.device | str | None = None,
     cache_dir: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -193,6 +193,7 @@ def cached_features(
     ``$TLBOOK_WORK/features``), written atomically; nothing is kept in memory between calls.
 
     ``device`` (default: the backbone's) is where the backbone runs; it is moved there, hit or miss.
+    ``batch_size`` defaults to :func:`~companion.hardware.inference_batch_size`.
     Returns ``features (N, D)`` and ``labels (N,)`` on the CPU.
     """
     device = torch.device(device) if device is not None else hardware.model_device(backbone)
@@ -204,6 +205,7 @@ def cached_features(
         stored = torch.load(path, map_location="cpu", weights_only=True)
         result = (stored["features"], stored["labels"])
     else:
+        batch_size = batch_size or hardware.inference_batch_size(device)
         result = extract_features(backbone, make_loader(dataset, batch_size, device=device), preprocess=preprocess)
         if distributed.is_main():
             atomic_write(path, lambda f: torch.save({"features": result[0], "labels": result[1]}, f))

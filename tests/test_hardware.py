@@ -117,3 +117,18 @@ def test_autocast_is_off_when_disabled_even_where_amp_exists(monkeypatch):
     with device.autocast(cpu, True):
         assert torch.is_autocast_enabled("cpu")
         assert torch.ones(2, 2).matmul(torch.ones(2, 2)).dtype == torch.bfloat16
+
+
+def test_inference_batches_are_large_only_on_cuda():
+    assert device.inference_batch_size(torch.device("cuda")) == 256
+    assert device.inference_batch_size(torch.device("cpu")) == 32
+    assert device.inference_batch_size(torch.device("mps")) == 32
+
+
+def test_an_evaluation_loader_without_a_batch_size_takes_the_devices_inference_batch():
+    from companion import data, loaders
+
+    images, labels = torch.zeros(70, 1, 8, 8, dtype=torch.uint8), torch.zeros(70, dtype=torch.long)
+    ds = data.ArrayImageDataset(images, labels, ["a"], "test/x", "zeros", real=False)
+    assert [len(y) for _, y in loaders.make_loader(ds)] == [32, 32, 6]
+    assert loaders.make_loader(ds, 50).batch_size == 50

@@ -426,3 +426,13 @@ def test_fusions_of_different_layers_do_not_share_cached_features(tmp_path, monk
         transfer.MultiDepthFeatures(net, blocks[:2]), images, preprocess=prep, device="cpu"
     )
     assert both.shape[1] > first.shape[1] and len(list((tmp_path / "features").glob("*.pt"))) == 2
+
+
+def test_cached_features_run_in_the_devices_inference_batches(tmp_path):
+    seen = []
+    backbone = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 4))
+    backbone.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
+    images, labels = torch.zeros(70, 1, 8, 8, dtype=torch.uint8), torch.zeros(70, dtype=torch.long)
+    ds = data.ArrayImageDataset(images, labels, ["a"], "test/x", "zeros", real=False)
+    features, _ = transfer.cached_features(backbone, ds, preprocess=lambda x: x.float(), cache_dir=str(tmp_path))
+    assert seen == [32, 32, 6] and features.shape == (70, 4)
