@@ -13,7 +13,16 @@ import sys
 
 from . import results_io
 
-BENCHMARKS = ("cached_features", "fit_vs_naive", "channels_last", "peers", "book_smoke", "gpu", "full_size")
+BENCHMARKS = (
+    "cached_features",
+    "fit_vs_naive",
+    "channels_last",
+    "inference_batch",
+    "peers",
+    "book_smoke",
+    "gpu",
+    "full_size",
+)
 
 
 def main(chosen: list[str]) -> int:

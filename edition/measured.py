@@ -23,6 +23,7 @@ GOALS = {
     "cached_features": ("cached_features_speedup", 20.0, 20.0),
     "fit_vs_naive": ("fit_vs_naive", 1.0, 3.0),
     "channels_last": ("channels_last_cpu_train", 1.0, 1.0),
+    "inference_batch": ("inference_batch_cpu_speed", 1.0, 1.0),
 }
 WORDS = {
     "en": {
