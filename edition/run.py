@@ -39,12 +39,15 @@ class ChapterFailed(Exception):
 
 # Run in the chapter's own kernel after its last cell, then removed: the kernel reports what it ran on.
 _PROBE = """\
-import json, platform, resource, torch, torchvision, companion
+import json, pathlib, platform, resource, torch, torchvision, companion
 _p, _d = companion.get_profile(), companion.hardware.choose_device()
+_info = pathlib.Path("/proc/cpuinfo")  # Linux; CPU training results can differ from one processor to another
+_cpu = [l.split(":", 1)[1].strip() for l in (_info.read_text().splitlines() if _info.exists() else [])
+        if l.startswith("model name")]
 print(json.dumps({"profile": _p.name, "profile_summary": str(_p), "device": companion.hardware.describe(_d),
                   "gpu": torch.cuda.get_device_name(_d) if _d.type == "cuda" else None,
                   "torch": torch.__version__, "torchvision": torchvision.__version__,
-                  "python": platform.python_version(),
+                  "python": platform.python_version(), "cpu_model": (_cpu or [platform.processor() or platform.machine()])[0],
                   "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))"""
 
 
@@ -151,6 +154,7 @@ def record_seconds(prov: dict) -> None:
     commit = prov["commit"] and prov["commit"][:7] + ("+dirty" if prov["dirty"] else "")
     measured_by = {
         "device": prov["device"],
+        "cpu_model": prov.get("cpu_model"),  # absent from runs stored before it was recorded
         "date": prov["date"],
         "cores": prov["cpu_count"],
         "torch": prov["torch"],

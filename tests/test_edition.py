@@ -326,6 +326,7 @@ def test_results_json_keeps_reference_times_per_profile_and_device(stored, monke
     )
     assert chapters_seen["other"]["provenance"]["command"] == "python -m edition run --profile smoke other"
     assert chapters_seen["tiny"]["provenance"]["device"] == prov["device"]
+    assert chapters_seen["tiny"]["provenance"]["cpu_model"] == prov["cpu_model"] and prov["cpu_model"]
     assert chapters_seen["tiny"]["provenance"]["date"] == prov["date"]  # the run's own, not the time of writing
 
 
