@@ -28,6 +28,11 @@ def _images() -> data.ArrayImageDataset:
     return data.balanced_subset(data.load("fashion_mnist", "train"), 64, seed=0)
 
 
+def _backbone() -> torch.nn.Module:
+    """The headless network, prepared for the CPU as the companion prepares it."""
+    return hardware.prepare_model(models.create(NAME, pretrained=True, num_classes=0), torch.device("cpu"))
+
+
 def _images_per_s(backbone, ds, batch: int) -> float:
     prep = batch_transforms.BatchTransform.for_model(NAME, size=SIZE)
     t0 = time.perf_counter()
@@ -43,9 +48,7 @@ def _status_mb(field: str) -> float:
 
 def _pass_mb(batch: int) -> None:
     """Print, as JSON, the resident MB before one pass in batches of ``batch`` and its peak."""
-    ds = _images()
-    model = models.create(NAME, pretrained=True, num_classes=0)
-    backbone = hardware.prepare_model(model, torch.device("cpu"))
+    ds, backbone = _images(), _backbone()
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # Linux: reset the peak (VmHWM) to what is resident now
     before = _status_mb("VmRSS")
@@ -56,8 +59,7 @@ def _pass_mb(batch: int) -> None:
 def _peak_mb(batch: int) -> dict:
     """Resident MB before and at the peak of one pass, measured in a fresh process."""
     code = f"from benchmarks import inference_batch as b; b._pass_mb({batch})"
-    env = {**os.environ, "TLBOOK_PROGRESS": "0"}
-    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env)
+    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -65,11 +67,9 @@ FIGURES = ("inference_batch_cpu_speed", "inference_batch_cpu_images_per_s", "inf
            "inference_batch_cpu_setup")  # fmt: skip
 
 
-@mock.patch.dict(os.environ, {"TLBOOK_PROGRESS": "0"})  # no progress bars in the log
+@mock.patch.dict(os.environ, {"TLBOOK_PROGRESS": "0"})  # no progress bars, here or in the memory subprocesses
 def run(partial=None) -> dict:
-    device = torch.device("cpu")
-    ds = _images()
-    backbone = hardware.prepare_model(models.create(NAME, pretrained=True, num_classes=0), device)
+    ds, backbone = _images(), _backbone()
     _images_per_s(backbone, ds, 32)  # warm-up: oneDNN builds its kernels on first use
     speeds = {batch: [] for batch in BATCHES}
     for _ in range(3):  # alternating, so drift in the machine's speed hits both
@@ -87,7 +87,7 @@ def run(partial=None) -> dict:
         "inference_batch_cpu_images_per_s": {str(b): round(v, 1) for b, v in median.items()},
         "inference_batch_cpu_peak_rss_mb": {str(b): m for b, m in memory.items()},
         "inference_batch_cpu_setup": f"{NAME} features, {len(ds)} Fashion-MNIST images at {SIZE} px, batches of "
-        f"32 and 256 alternating x3, {hardware.describe(device)}; peak memory of one pass in a fresh process",
+        f"32 and 256 alternating x3, {hardware.describe(torch.device('cpu'))}; peak memory of one pass in a fresh process",
     }
 
 
